@@ -1,0 +1,19 @@
+//! sendwerk-core: the domain types and pure rules shared by every role — email addresses and
+//! domains, ids, recipient and mailing states with their transitions, SMTP replies and delivery
+//! outcomes, shards and the retry schedule.
+//!
+//! It owns no I/O and nothing async: every function here is a pure computation that the store,
+//! the sender and the control plane call at their boundaries. Values are parsed once into
+//! newtypes with private fields, so nothing downstream validates again.
+
+mod address;
+mod ids;
+mod outcome;
+mod retry;
+mod state;
+
+pub use address::{AddressError, Domain, EmailAddress};
+pub use ids::{MailingId, NUM_SHARDS, RecipientId, ShardId, TenantId};
+pub use outcome::{DeliveryOutcome, EnhancedStatus, SmtpReply, classify_smtp_reply};
+pub use retry::RetryPolicy;
+pub use state::{MailingState, RecipientState, StateParseError};

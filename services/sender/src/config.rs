@@ -1,0 +1,49 @@
+use std::time::Duration;
+
+use sendwerk_core::RetryPolicy;
+use sendwerk_mail::dkim::DkimKeyConfig;
+use sendwerk_mail::smtp::RelayConfig;
+
+/// Everything the sender role needs besides the store.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub relay: RelayConfig,
+    /// SMTP connections kept open to the relay, each carrying one transaction at a time.
+    pub num_connections: usize,
+    /// Recipients claimed per statement.
+    pub claim_batch_size: i64,
+    /// How long claimed rows stay ours without a write-back; after that another sender may
+    /// recover them (recording a possible duplicate).
+    pub lease: Duration,
+    /// How often an idle sender looks for due work.
+    pub poll_interval: Duration,
+    /// Outcomes are written back when this many are waiting or `flush_interval` has passed.
+    pub flush_batch_size: usize,
+    pub flush_interval: Duration,
+    pub retry: RetryPolicy,
+    pub max_message_bytes: usize,
+    /// Cap on messages per second for this process; `None` for no cap.
+    pub max_messages_per_second: Option<u32>,
+    /// How long in-flight SMTP transactions may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+    pub dkim_keys: Vec<DkimKeyConfig>,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        Self {
+            relay: RelayConfig::default(),
+            num_connections: 8,
+            claim_batch_size: 256,
+            lease: Duration::from_secs(120),
+            poll_interval: Duration::from_millis(500),
+            flush_batch_size: 512,
+            flush_interval: Duration::from_millis(20),
+            retry: RetryPolicy::default(),
+            max_message_bytes: 10 * 1024 * 1024,
+            max_messages_per_second: None,
+            shutdown_grace: Duration::from_secs(20),
+            dkim_keys: Vec::new(),
+        }
+    }
+}

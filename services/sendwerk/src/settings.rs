@@ -1,0 +1,185 @@
+//! Configuration: defaults, then an optional TOML file, then environment variables
+//! (`SENDWERK_` prefix, `__` between levels: `SENDWERK_RELAY__HOST`, `SENDWERK_SENDER__CONNECTIONS`),
+//! then `DATABASE_URL`. Every key can therefore be set from `env:` in Kubernetes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use sendwerk_control::ControlConfig;
+use sendwerk_core::RetryPolicy;
+use sendwerk_mail::dkim::{DkimAlgorithm, DkimKeyConfig};
+use sendwerk_mail::smtp::RelayConfig;
+use sendwerk_sender::SenderConfig;
+use serde::Deserialize;
+
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// `postgres://…`; when unset, `dev` and `demo` start an embedded PostgreSQL. Never logged.
+    pub database_url: Option<String>,
+    pub database_max_connections: usize,
+    /// Where the gRPC control plane listens.
+    pub grpc_listen: SocketAddr,
+    /// Bearer token required on every gRPC call when set. Never logged.
+    pub api_token: Option<String>,
+    pub max_message_bytes: usize,
+    /// The smarthost senders deliver to.
+    pub relay: RelayConfig,
+    pub sender: SenderSettings,
+    /// DKIM keys, one entry per (domain, selector); two for one domain sign twice.
+    pub dkim: Vec<DkimSettings>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct SenderSettings {
+    pub connections: usize,
+    pub claim_batch_size: i64,
+    pub lease_secs: f64,
+    pub poll_interval_ms: u64,
+    pub max_messages_per_second: Option<u32>,
+    pub shutdown_grace_secs: f64,
+    pub retry_initial_secs: f64,
+    pub retry_max_secs: f64,
+    pub retry_window_secs: f64,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct DkimSettings {
+    pub domain: String,
+    pub selector: String,
+    pub algorithm: DkimAlgorithm,
+    /// Path of a PEM private key file.
+    pub key_file: Option<PathBuf>,
+    /// The PEM itself (e.g. from a Kubernetes secret in an env var). Never logged.
+    pub key_pem: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            database_max_connections: 16,
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            api_token: None,
+            max_message_bytes: 10 * 1024 * 1024,
+            relay: RelayConfig::default(),
+            sender: SenderSettings::default(),
+            dkim: Vec::new(),
+        }
+    }
+}
+
+impl Default for SenderSettings {
+    fn default() -> Self {
+        let defaults = SenderConfig::default();
+        Self {
+            connections: defaults.num_connections,
+            claim_batch_size: defaults.claim_batch_size,
+            lease_secs: defaults.lease.as_secs_f64(),
+            poll_interval_ms: defaults.poll_interval.as_millis() as u64,
+            max_messages_per_second: None,
+            shutdown_grace_secs: defaults.shutdown_grace.as_secs_f64(),
+            retry_initial_secs: defaults.retry.initial_delay.as_secs_f64(),
+            retry_max_secs: defaults.retry.max_delay.as_secs_f64(),
+            retry_window_secs: defaults.retry.retry_window.as_secs_f64(),
+        }
+    }
+}
+
+fn seconds(field: &str, value: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .with_context(|| format!("{field} must be a non-negative number of seconds, got {value}"))
+}
+
+impl Settings {
+    /// Loads settings from the optional file and the environment.
+    pub fn load(config_file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::new();
+        if let Some(path) = config_file {
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("SENDWERK_").split("__").ignore(&[
+            "config",
+            "server",
+            "log_format",
+        ]));
+        let mut settings: Settings = figment.extract().context("invalid configuration")?;
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            if !url.is_empty() {
+                settings.database_url = Some(url);
+            }
+        }
+        Ok(settings)
+    }
+
+    pub fn sender_config(&self) -> anyhow::Result<SenderConfig> {
+        let sender = &self.sender;
+        Ok(SenderConfig {
+            relay: self.relay.clone(),
+            num_connections: sender.connections.max(1),
+            claim_batch_size: sender.claim_batch_size.max(1),
+            lease: seconds("sender.lease_secs", sender.lease_secs)?,
+            poll_interval: Duration::from_millis(sender.poll_interval_ms.max(10)),
+            max_messages_per_second: sender.max_messages_per_second,
+            shutdown_grace: seconds("sender.shutdown_grace_secs", sender.shutdown_grace_secs)?,
+            retry: RetryPolicy {
+                initial_delay: seconds("sender.retry_initial_secs", sender.retry_initial_secs)?,
+                max_delay: seconds("sender.retry_max_secs", sender.retry_max_secs)?,
+                retry_window: seconds("sender.retry_window_secs", sender.retry_window_secs)?,
+                ..RetryPolicy::default()
+            },
+            max_message_bytes: self.max_message_bytes,
+            dkim_keys: self.dkim_keys()?,
+            ..SenderConfig::default()
+        })
+    }
+
+    pub fn control_config(&self) -> ControlConfig {
+        ControlConfig {
+            api_token: self.api_token.clone(),
+            max_message_bytes: self.max_message_bytes,
+            relay: self.relay.clone(),
+            ..ControlConfig::default()
+        }
+    }
+
+    pub fn dkim_keys(&self) -> anyhow::Result<Vec<DkimKeyConfig>> {
+        self.dkim
+            .iter()
+            .map(|entry| {
+                let private_key_pem = match (&entry.key_pem, &entry.key_file) {
+                    (Some(pem), _) => pem.clone(),
+                    (None, Some(path)) => std::fs::read_to_string(path).with_context(|| {
+                        format!(
+                            "reading the DKIM key for {} (selector {}) from {}",
+                            entry.domain,
+                            entry.selector,
+                            path.display()
+                        )
+                    })?,
+                    (None, None) => anyhow::bail!(
+                        "dkim entry for {} (selector {}) needs key_file or key_pem",
+                        entry.domain,
+                        entry.selector
+                    ),
+                };
+                Ok(DkimKeyConfig {
+                    domain: entry.domain.clone(),
+                    selector: entry.selector.clone(),
+                    algorithm: entry.algorithm,
+                    private_key_pem,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,2 @@
+SELECT coalesce(sum(n), 0)::bigint FROM mailing_counts
+WHERE mailing_id = $1 AND state IN ('queued', 'sending', 'deferred')

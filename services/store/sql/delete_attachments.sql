@@ -1,0 +1,1 @@
+DELETE FROM attachments WHERE mailing_id = $1

@@ -1,0 +1,9 @@
+INSERT INTO recipients (mailing_id, tenant_id, email, domain, shard, external_id, variables,
+                        state, reason)
+SELECT $1, $2, s.email, s.domain, s.shard, s.external_id, s.variables,
+       CASE WHEN sup.email IS NULL THEN 'queued' ELSE 'suppressed' END,
+       CASE WHEN sup.email IS NULL THEN NULL ELSE 'suppressed: ' || sup.reason END
+FROM recipient_stage s
+LEFT JOIN suppressions sup ON sup.tenant_id = $2 AND sup.email = lower(s.email)
+ON CONFLICT (mailing_id, lower(email)) DO NOTHING
+RETURNING lower(email), state

@@ -1,0 +1,1 @@
+SELECT id FROM mailings WHERE id = $1 AND state = 'sending' FOR UPDATE SKIP LOCKED

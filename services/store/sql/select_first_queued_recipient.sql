@@ -1,0 +1,2 @@
+SELECT id, email, external_id, variables FROM recipients
+WHERE mailing_id = $1 AND state = 'queued' ORDER BY id LIMIT 1

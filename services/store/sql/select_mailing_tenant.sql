@@ -1,0 +1,1 @@
+SELECT tenant_id FROM mailings WHERE id = $1

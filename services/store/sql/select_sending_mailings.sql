@@ -1,0 +1,1 @@
+SELECT id FROM mailings WHERE state = 'sending' ORDER BY id

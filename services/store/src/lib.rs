@@ -1,0 +1,27 @@
+//! sendwerk-store: everything sendwerk keeps in Postgres — the connection pool, forward-only
+//! migrations, mailings, the recipient queue (bulk `COPY` ingest, `FOR UPDATE SKIP LOCKED`
+//! claims, `UNNEST` write-back), delivery events and suppressions — plus the embedded
+//! PostgreSQL launcher used by `sendwerk dev`, `sendwerk demo` and the tests.
+//!
+//! Every statement is hand-written in its own file under `sql/`, loaded with `include_str!` and
+//! prepared once per connection. No SQL is ever built from strings. No transaction is held
+//! across network I/O other than Postgres itself. This crate knows nothing of gRPC or SMTP.
+
+pub mod embedded;
+mod error;
+mod mailings;
+mod migrate;
+mod pool;
+mod queue;
+mod recipients;
+mod suppressions;
+
+pub use error::StoreError;
+pub use mailings::{AttachmentData, MailingAction, MailingContent, MailingRecord, StateCounts};
+pub use pool::{Store, StoreConfig};
+pub use queue::{ClaimedRecipient, OutcomeKind, RecipientOutcome};
+pub use recipients::{
+    ExportRow, IngestSummary, NewRecipient, RecipientLookup, RecipientRecord, RecipientVariables,
+    RejectedRecipient, Rejection,
+};
+pub use suppressions::{SuppressionReason, SuppressionRecord};

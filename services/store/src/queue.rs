@@ -1,0 +1,236 @@
+//! The delivery queue: activating due mailings, claiming due recipients under a lease, writing
+//! outcomes back in batches, completing mailings, and recovering the rows of dead senders.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sendwerk_core::{MailingId, RecipientId, RecipientState};
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::recipients::RecipientVariables;
+use crate::{Store, StoreError};
+
+pub(crate) const CLAIM_DUE_RECIPIENTS_SQL: &str = include_str!("../sql/claim_due_recipients.sql");
+
+/// A recipient a sender now holds under its lease.
+#[derive(Debug, Clone)]
+pub struct ClaimedRecipient {
+    pub id: RecipientId,
+    pub mailing_id: MailingId,
+    pub email: String,
+    pub external_id: String,
+    pub variables: RecipientVariables,
+    /// Attempts including this one.
+    pub attempts: i32,
+    pub since_first_attempt: Duration,
+    /// On the suppression list now (added after the recipient was queued).
+    pub suppressed: bool,
+}
+
+/// How an attempt ended, as written back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeKind {
+    Sent,
+    Deferred,
+    Failed,
+    Expired,
+    Suppressed,
+    Skipped,
+    /// Handed back unsent (graceful shutdown): the attempt does not count.
+    Released,
+}
+
+/// One recipient's outcome, to be written back with others in one statement.
+#[derive(Debug, Clone)]
+pub struct RecipientOutcome {
+    pub id: RecipientId,
+    pub kind: OutcomeKind,
+    /// Attempts made so far including this one (decides `queued` vs `deferred` on release).
+    pub attempts: i32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub code: Option<i32>,
+    pub enhanced: Option<String>,
+    pub reply: Option<String>,
+    pub reason: Option<String>,
+    pub message_id: Option<String>,
+}
+
+impl OutcomeKind {
+    fn state_and_event(self, attempts: i32) -> (RecipientState, &'static str) {
+        match self {
+            Self::Sent => (RecipientState::Sent, "sent"),
+            Self::Deferred => (RecipientState::Deferred, "deferred"),
+            Self::Failed => (RecipientState::Failed, "failed"),
+            Self::Expired => (RecipientState::Expired, "expired"),
+            Self::Suppressed => (RecipientState::Suppressed, "suppressed"),
+            Self::Skipped => (RecipientState::Skipped, "skipped"),
+            Self::Released if attempts <= 1 => (RecipientState::Queued, "released"),
+            Self::Released => (RecipientState::Deferred, "released"),
+        }
+    }
+}
+
+impl Store {
+    /// Moves scheduled mailings whose time has come to `sending`.
+    pub async fn activate_due_mailings(&self) -> Result<Vec<MailingId>, StoreError> {
+        let client = self.client().await?;
+        let activate = client
+            .prepare_cached(include_str!("../sql/activate_due_mailings.sql"))
+            .await?;
+        let rows = client.query(&activate, &[]).await?;
+        Ok(rows.iter().map(|row| MailingId::new(row.get(0))).collect())
+    }
+
+    pub async fn sending_mailings(&self) -> Result<Vec<MailingId>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(include_str!("../sql/select_sending_mailings.sql"))
+            .await?;
+        let rows = client.query(&select, &[]).await?;
+        Ok(rows.iter().map(|row| MailingId::new(row.get(0))).collect())
+    }
+
+    /// Claims up to `limit` due recipients of a sending mailing on `shards` for `owner`.
+    #[instrument(skip_all, fields(mailing_id = %mailing_id, limit))]
+    pub async fn claim_due_recipients(
+        &self,
+        mailing_id: MailingId,
+        shards: &[i16],
+        limit: i64,
+        owner: Uuid,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedRecipient>, StoreError> {
+        let client = self.client().await?;
+        let claim = client.prepare_cached(CLAIM_DUE_RECIPIENTS_SQL).await?;
+        let rows = client
+            .query(
+                &claim,
+                &[
+                    &mailing_id.get(),
+                    &shards,
+                    &limit,
+                    &owner,
+                    &lease.as_secs_f64(),
+                ],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| ClaimedRecipient {
+                id: RecipientId::new(row.get(0)),
+                mailing_id,
+                email: row.get(1),
+                external_id: row.get(2),
+                variables: match row.get(3) {
+                    serde_json::Value::Object(map) => map,
+                    _ => RecipientVariables::new(),
+                },
+                attempts: row.get(4),
+                since_first_attempt: Duration::from_secs_f64(row.get::<_, f64>(5).max(0.0)),
+                suppressed: row.get(6),
+            })
+            .collect())
+    }
+
+    /// Writes back outcomes for rows `owner` still holds, with one delivery event each, in one
+    /// statement. Returns how many rows were written: rows whose lease was lost are skipped.
+    #[instrument(skip_all, fields(num_outcomes = outcomes.len()))]
+    pub async fn record_outcomes(
+        &self,
+        owner: Uuid,
+        outcomes: &[RecipientOutcome],
+    ) -> Result<u64, StoreError> {
+        if outcomes.is_empty() {
+            return Ok(0);
+        }
+        let mut ids = Vec::with_capacity(outcomes.len());
+        let mut states = Vec::with_capacity(outcomes.len());
+        let mut next_attempts = Vec::with_capacity(outcomes.len());
+        let mut codes = Vec::with_capacity(outcomes.len());
+        let mut enhanced = Vec::with_capacity(outcomes.len());
+        let mut replies = Vec::with_capacity(outcomes.len());
+        let mut reasons = Vec::with_capacity(outcomes.len());
+        let mut message_ids = Vec::with_capacity(outcomes.len());
+        let mut events = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            let (state, event) = outcome.kind.state_and_event(outcome.attempts);
+            ids.push(outcome.id.get());
+            states.push(state.as_str());
+            next_attempts.push(outcome.next_attempt_at);
+            codes.push(outcome.code);
+            enhanced.push(outcome.enhanced.as_deref());
+            replies.push(outcome.reply.as_deref());
+            reasons.push(outcome.reason.as_deref());
+            message_ids.push(outcome.message_id.as_deref());
+            events.push(event);
+        }
+        let client = self.client().await?;
+        let record = client
+            .prepare_cached(include_str!("../sql/record_outcomes.sql"))
+            .await?;
+        let written = client
+            .query(
+                &record,
+                &[
+                    &ids,
+                    &states,
+                    &next_attempts,
+                    &codes,
+                    &enhanced,
+                    &replies,
+                    &reasons,
+                    &message_ids,
+                    &events,
+                    &owner,
+                ],
+            )
+            .await?;
+        let num_released = outcomes
+            .iter()
+            .filter(|o| o.kind == OutcomeKind::Released)
+            .count() as u64;
+        Ok(written.len() as u64 + num_released)
+    }
+
+    /// Completes the given sending mailings that have no recipient left to send. Locks each
+    /// mailing row first so that a concurrent `AddRecipients` chunk is either seen or waits.
+    pub async fn complete_finished_mailings(
+        &self,
+        mailing_ids: &[MailingId],
+    ) -> Result<Vec<MailingId>, StoreError> {
+        let mut completed = Vec::new();
+        let mut client = self.client().await?;
+        for id in mailing_ids {
+            let transaction = client.transaction().await?;
+            let lock = transaction
+                .prepare_cached(include_str!("../sql/lock_sending_mailing.sql"))
+                .await?;
+            if transaction.query_opt(&lock, &[&id.get()]).await?.is_none() {
+                continue;
+            }
+            let count = transaction
+                .prepare_cached(include_str!("../sql/count_unfinished_recipients.sql"))
+                .await?;
+            let unfinished: i64 = transaction.query_one(&count, &[&id.get()]).await?.get(0);
+            if unfinished == 0 {
+                let complete = transaction
+                    .prepare_cached(include_str!("../sql/complete_mailing.sql"))
+                    .await?;
+                transaction.execute(&complete, &[&id.get()]).await?;
+                completed.push(*id);
+            }
+            transaction.commit().await?;
+        }
+        Ok(completed)
+    }
+
+    /// Retries rows whose sender's lease expired, recording `outcome-unknown` for each.
+    pub async fn recover_expired_leases(&self, limit: i64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let recover = client
+            .prepare_cached(include_str!("../sql/recover_expired_leases.sql"))
+            .await?;
+        Ok(client.execute(&recover, &[&limit]).await?)
+    }
+}
