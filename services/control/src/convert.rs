@@ -9,11 +9,7 @@ use sendwerk_store::{MailingRecord, RecipientRecord, RecipientVariables, StateCo
 use crate::ControlError;
 
 pub fn struct_to_json(value: Struct) -> RecipientVariables {
-    value
-        .fields
-        .into_iter()
-        .map(|(key, value)| (key, value_to_json(value)))
-        .collect()
+    value.fields.into_iter().map(|(key, value)| (key, value_to_json(value))).collect()
 }
 
 fn value_to_json(value: Value) -> serde_json::Value {
@@ -26,24 +22,16 @@ fn value_to_json(value: Value) -> serde_json::Value {
             if number.fract() == 0.0 && number.abs() < 9.0e15 {
                 serde_json::Value::from(number as i64)
             } else {
-                serde_json::Number::from_f64(number)
-                    .map_or(serde_json::Value::Null, serde_json::Value::Number)
+                serde_json::Number::from_f64(number).map_or(serde_json::Value::Null, serde_json::Value::Number)
             }
         }
-        Some(Kind::ListValue(list)) => {
-            serde_json::Value::Array(list.values.into_iter().map(value_to_json).collect())
-        }
+        Some(Kind::ListValue(list)) => serde_json::Value::Array(list.values.into_iter().map(value_to_json).collect()),
         Some(Kind::StructValue(inner)) => serde_json::Value::Object(struct_to_json(inner)),
     }
 }
 
 pub fn json_to_struct(map: &RecipientVariables) -> Struct {
-    Struct {
-        fields: map
-            .iter()
-            .map(|(key, value)| (key.clone(), json_to_value(value)))
-            .collect(),
-    }
+    Struct { fields: map.iter().map(|(key, value)| (key.clone(), json_to_value(value))).collect() }
 }
 
 fn json_to_value(value: &serde_json::Value) -> Value {
@@ -52,37 +40,26 @@ fn json_to_value(value: &serde_json::Value) -> Value {
         serde_json::Value::Bool(flag) => Kind::BoolValue(*flag),
         serde_json::Value::Number(number) => Kind::NumberValue(number.as_f64().unwrap_or_default()),
         serde_json::Value::String(text) => Kind::StringValue(text.clone()),
-        serde_json::Value::Array(items) => Kind::ListValue(ListValue {
-            values: items.iter().map(json_to_value).collect(),
-        }),
+        serde_json::Value::Array(items) => {
+            Kind::ListValue(ListValue { values: items.iter().map(json_to_value).collect() })
+        }
         serde_json::Value::Object(map) => Kind::StructValue(json_to_struct(map)),
     };
     Value { kind: Some(kind) }
 }
 
 pub fn timestamp(time: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: time.timestamp(),
-        nanos: time.timestamp_subsec_nanos() as i32,
-    }
+    Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }
 }
 
 /// A timestamp from a request, checked to be a real point in time.
 pub fn parse_timestamp(field: &str, value: &Timestamp) -> Result<DateTime<Utc>, ControlError> {
     if !(0..1_000_000_000).contains(&value.nanos) {
-        return Err(ControlError::invalid(
-            field,
-            format!("nanos {} is out of range 0..1e9", value.nanos),
-        ));
+        return Err(ControlError::invalid(field, format!("nanos {} is out of range 0..1e9", value.nanos)));
     }
     DateTime::from_timestamp(value.seconds, value.nanos as u32)
         .filter(|time| time.timestamp() < 253_402_300_800)
-        .ok_or_else(|| {
-            ControlError::invalid(
-                field,
-                format!("{} seconds is not a valid time", value.seconds),
-            )
-        })
+        .ok_or_else(|| ControlError::invalid(field, format!("{} seconds is not a valid time", value.seconds)))
 }
 
 pub fn mailing_state_to_proto(state: MailingState) -> v1::MailingState {
@@ -150,10 +127,7 @@ pub fn counts_to_proto(counts: &StateCounts) -> v1::RecipientCounts {
 }
 
 fn address(email: &str, name: &str) -> Option<v1::Address> {
-    (!email.is_empty()).then(|| v1::Address {
-        email: email.to_owned(),
-        name: name.to_owned(),
-    })
+    (!email.is_empty()).then(|| v1::Address { email: email.to_owned(), name: name.to_owned() })
 }
 
 /// The mailing as the API shows it; attachment content is left out (it can be large).
@@ -172,10 +146,7 @@ pub fn mailing_to_proto(record: &MailingRecord, counts: &StateCounts) -> v1::Mai
             headers: content
                 .headers
                 .iter()
-                .map(|(name, value)| v1::Header {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
+                .map(|(name, value)| v1::Header { name: name.clone(), value: value.clone() })
                 .collect(),
             attachments: content
                 .attachments

@@ -23,34 +23,22 @@ pub enum ControlError {
 
 impl ControlError {
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::InvalidArgument {
-            field: field.into(),
-            reason: reason.into(),
-        }
+        Self::InvalidArgument { field: field.into(), reason: reason.into() }
     }
 }
 
 impl From<ControlError> for Status {
     fn from(error: ControlError) -> Self {
         match error {
-            ControlError::InvalidArgument { .. } => {
-                Status::new(Code::InvalidArgument, error.to_string())
-            }
+            ControlError::InvalidArgument { .. } => Status::new(Code::InvalidArgument, error.to_string()),
             ControlError::NotFound(_) => Status::new(Code::NotFound, error.to_string()),
-            ControlError::FailedPrecondition(_) => {
-                Status::new(Code::FailedPrecondition, error.to_string())
-            }
-            ControlError::Unauthenticated(_) => {
-                Status::new(Code::Unauthenticated, error.to_string())
-            }
+            ControlError::FailedPrecondition(_) => Status::new(Code::FailedPrecondition, error.to_string()),
+            ControlError::Unauthenticated(_) => Status::new(Code::Unauthenticated, error.to_string()),
             ControlError::Store(StoreError::MailingNotFound(id)) => {
                 Status::new(Code::NotFound, format!("mailing {id} not found"))
             }
             ControlError::Store(StoreError::WrongMailingState { id, state, action }) => {
-                Status::new(
-                    Code::FailedPrecondition,
-                    format!("mailing {id} is {state}; {action} does not apply"),
-                )
+                Status::new(Code::FailedPrecondition, format!("mailing {id} is {state}; {action} does not apply"))
             }
             ControlError::Store(StoreError::Pool(ref cause)) => {
                 error!(error = %cause, "database unavailable");

@@ -29,10 +29,7 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + '
 
 fn mailing_id(raw: i64) -> Result<MailingId, ControlError> {
     if raw <= 0 {
-        return Err(ControlError::invalid(
-            "mailing_id",
-            "is required (a positive id)",
-        ));
+        return Err(ControlError::invalid("mailing_id", "is required (a positive id)"));
     }
     Ok(MailingId::new(raw))
 }
@@ -46,38 +43,22 @@ impl ControlState {
 
     async fn prepared_mailing(&self, id: MailingId) -> Result<Arc<PreparedMailing>, ControlError> {
         let record = self.store.get_mailing(&self.tenant, id, true).await?;
-        PreparedMailing::prepare(&record, self.config.max_message_bytes)
-            .map_err(validate::prepare_error)
+        PreparedMailing::prepare(&record, self.config.max_message_bytes).map_err(validate::prepare_error)
     }
 
-    async fn change_state(
-        &self,
-        raw_id: i64,
-        action: MailingAction,
-    ) -> Result<v1::Mailing, ControlError> {
+    async fn change_state(&self, raw_id: i64, action: MailingAction) -> Result<v1::Mailing, ControlError> {
         let id = mailing_id(raw_id)?;
-        let state = self
-            .store
-            .change_mailing_state(&self.tenant, id, action)
-            .await?;
+        let state = self.store.change_mailing_state(&self.tenant, id, action).await?;
         info!(mailing_id = %id, state = %state, "mailing state changed");
         self.mailing_response(id).await
     }
 
     /// Checks every queued recipient against the templates: a recipient lacking a variable the
     /// templates need (and whose rendering therefore fails) is named in the error.
-    async fn check_recipients_render(
-        &self,
-        id: MailingId,
-        prepared: &PreparedMailing,
-    ) -> Result<(), ControlError> {
+    async fn check_recipients_render(&self, id: MailingId, prepared: &PreparedMailing) -> Result<(), ControlError> {
         let builtins = ["email", "external_id"];
-        let required: Vec<String> = prepared
-            .templates()
-            .variables()
-            .into_iter()
-            .filter(|name| !builtins.contains(&name.as_str()))
-            .collect();
+        let required: Vec<String> =
+            prepared.templates().variables().into_iter().filter(|name| !builtins.contains(&name.as_str())).collect();
         if required.is_empty() {
             return Ok(());
         }
@@ -85,10 +66,7 @@ impl ControlState {
         let mut num_failures = 0usize;
         let mut after_id = 0i64;
         loop {
-            let page = self
-                .store
-                .recipients_lacking_variables(id, &required, after_id, 1_000)
-                .await?;
+            let page = self.store.recipients_lacking_variables(id, &required, after_id, 1_000).await?;
             let Some(last) = page.last() else { break };
             after_id = last.id.get();
             for candidate in &page {
@@ -103,11 +81,7 @@ impl ControlState {
         if num_failures == 0 {
             return Ok(());
         }
-        let named = failures
-            .iter()
-            .map(|(email, error)| format!("{email} ({error})"))
-            .collect::<Vec<_>>()
-            .join("; ");
+        let named = failures.iter().map(|(email, error)| format!("{email} ({error})")).collect::<Vec<_>>().join("; ");
         Err(ControlError::invalid(
             "recipients",
             format!("{num_failures} recipient(s) lack merge variables the templates use: {named}"),
@@ -124,41 +98,27 @@ impl ControlState {
                 .store
                 .find_recipient_by_id(id, RecipientId::new(recipient_id))
                 .await?
-                .ok_or_else(|| {
-                    ControlError::NotFound(format!("recipient {recipient_id} of mailing {id}"))
-                })?,
-            Some(v1::preview_request::Subject::Email(email)) => self
-                .store
-                .find_recipient_by_email(id, &email)
-                .await?
-                .ok_or_else(|| {
-                    ControlError::NotFound(format!("recipient {email} of mailing {id}"))
-                })?,
+                .ok_or_else(|| ControlError::NotFound(format!("recipient {recipient_id} of mailing {id}")))?,
+            Some(v1::preview_request::Subject::Email(email)) => {
+                self.store
+                    .find_recipient_by_email(id, &email)
+                    .await?
+                    .ok_or_else(|| ControlError::NotFound(format!("recipient {email} of mailing {id}")))?
+            }
             Some(v1::preview_request::Subject::Variables(variables)) => {
                 let variables = struct_to_json(variables);
-                let email = variables
-                    .get("email")
-                    .and_then(|value| value.as_str())
-                    .unwrap_or("preview@example.com")
-                    .to_owned();
+                let email =
+                    variables.get("email").and_then(|value| value.as_str()).unwrap_or("preview@example.com").to_owned();
                 let address = EmailAddress::parse(&email)
                     .map_err(|error| ControlError::invalid("variables.email", error.to_string()))?;
-                let external_id = variables
-                    .get("external_id")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .to_owned();
+                let external_id = variables.get("external_id").and_then(|v| v.as_str()).unwrap_or("").to_owned();
                 return Ok((address, external_id, variables));
             }
-            None => self
-                .store
-                .first_queued_recipient(id)
-                .await?
-                .ok_or_else(|| {
-                    ControlError::FailedPrecondition(format!(
-                        "mailing {id} has no queued recipient to preview; give variables"
-                    ))
-                })?,
+            None => self.store.first_queued_recipient(id).await?.ok_or_else(|| {
+                ControlError::FailedPrecondition(format!(
+                    "mailing {id} has no queued recipient to preview; give variables"
+                ))
+            })?,
         };
         let address = EmailAddress::parse(&lookup.email)
             .map_err(|error| ControlError::Internal(format!("stored address invalid: {error}")))?;
@@ -168,43 +128,21 @@ impl ControlState {
 
 fn render_for(prepared: &PreparedMailing, recipient: &RecipientLookup) -> Result<(), String> {
     let address = EmailAddress::parse(&recipient.email).map_err(|error| error.to_string())?;
-    let merged = sendwerk_sender::merge_builtin_variables(
-        &recipient.variables,
-        &address,
-        &recipient.external_id,
-    );
-    prepared
-        .templates()
-        .render(&merged)
-        .map(|_| ())
-        .map_err(|error| error.to_string())
+    let merged = sendwerk_sender::merge_builtin_variables(&recipient.variables, &address, &recipient.external_id);
+    prepared.templates().render(&merged).map(|_| ()).map_err(|error| error.to_string())
 }
 
 fn validate_row(index: i64, row: v1::RecipientRow) -> Result<NewRecipient, (String, String)> {
-    let email = EmailAddress::parse(&row.email)
-        .map_err(|error| (row.email.clone(), format!("email: {error}")))?;
+    let email = EmailAddress::parse(&row.email).map_err(|error| (row.email.clone(), format!("email: {error}")))?;
     if row.external_id.chars().count() > MAX_EXTERNAL_ID_CHARS {
-        return Err((
-            row.email,
-            format!("external_id: longer than {MAX_EXTERNAL_ID_CHARS} characters"),
-        ));
+        return Err((row.email, format!("external_id: longer than {MAX_EXTERNAL_ID_CHARS} characters")));
     }
     let variables = row.variables.map(struct_to_json).unwrap_or_default();
-    let size = serde_json::to_vec(&variables)
-        .map(|bytes| bytes.len())
-        .unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&variables).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
     if size > MAX_VARIABLES_BYTES {
-        return Err((
-            row.email,
-            format!("variables: {size} bytes, more than {MAX_VARIABLES_BYTES}"),
-        ));
+        return Err((row.email, format!("variables: {size} bytes, more than {MAX_VARIABLES_BYTES}")));
     }
-    Ok(NewRecipient {
-        index,
-        email,
-        external_id: row.external_id,
-        variables,
-    })
+    Ok(NewRecipient { index, email, external_id: row.external_id, variables })
 }
 
 struct IngestTotals {
@@ -214,12 +152,7 @@ struct IngestTotals {
 impl IngestTotals {
     fn reject(&mut self, index: i64, email: String, kind: v1::RejectionKind, reason: String) {
         if self.response.rejected.len() < MAX_REJECTED_ROWS_LISTED {
-            self.response.rejected.push(v1::RejectedRow {
-                index,
-                email,
-                kind: kind as i32,
-                reason,
-            });
+            self.response.rejected.push(v1::RejectedRow { index, email, kind: kind as i32, reason });
         } else {
             self.response.rejected_truncated = true;
         }
@@ -234,13 +167,8 @@ impl MailingService for ControlState {
         request: Request<v1::CreateMailingRequest>,
     ) -> Result<Response<v1::Mailing>, Status> {
         self.authorize(&request)?;
-        let (content, _) =
-            validate::mailing_content(request.into_inner().content, self.config.max_message_bytes)?;
-        let id = self
-            .store
-            .create_mailing(&self.tenant, &content)
-            .await
-            .map_err(ControlError::from)?;
+        let (content, _) = validate::mailing_content(request.into_inner().content, self.config.max_message_bytes)?;
+        let id = self.store.create_mailing(&self.tenant, &content).await.map_err(ControlError::from)?;
         info!(mailing_id = %id, "mailing created");
         Ok(Response::new(self.mailing_response(id).await?))
     }
@@ -253,12 +181,8 @@ impl MailingService for ControlState {
         self.authorize(&request)?;
         let request = request.into_inner();
         let id = mailing_id(request.mailing_id)?;
-        let (content, _) =
-            validate::mailing_content(request.content, self.config.max_message_bytes)?;
-        self.store
-            .update_mailing_content(&self.tenant, id, &content)
-            .await
-            .map_err(ControlError::from)?;
+        let (content, _) = validate::mailing_content(request.content, self.config.max_message_bytes)?;
+        self.store.update_mailing_content(&self.tenant, id, &content).await.map_err(ControlError::from)?;
         Ok(Response::new(self.mailing_response(id).await?))
     }
 
@@ -269,9 +193,7 @@ impl MailingService for ControlState {
     ) -> Result<Response<v1::AddRecipientsResponse>, Status> {
         self.authorize(&request)?;
         let mut stream = request.into_inner();
-        let mut totals = IngestTotals {
-            response: v1::AddRecipientsResponse::default(),
-        };
+        let mut totals = IngestTotals { response: v1::AddRecipientsResponse::default() };
         let mut target: Option<MailingId> = None;
         let mut chunk: Vec<NewRecipient> = Vec::with_capacity(INGEST_CHUNK_ROWS);
         let mut next_index = 0i64;
@@ -289,11 +211,7 @@ impl MailingService for ControlState {
                 }
                 None => {
                     let id = mailing_id(message.mailing_id)?;
-                    let state = self
-                        .store
-                        .mailing_state(&self.tenant, id)
-                        .await
-                        .map_err(ControlError::from)?;
+                    let state = self.store.mailing_state(&self.tenant, id).await.map_err(ControlError::from)?;
                     if state.is_final() {
                         return Err(ControlError::FailedPrecondition(format!(
                             "mailing {id} is {state}; recipients cannot be added"
@@ -335,22 +253,17 @@ impl MailingService for ControlState {
     }
 
     #[instrument(skip_all)]
-    async fn preview(
-        &self,
-        request: Request<v1::PreviewRequest>,
-    ) -> Result<Response<v1::PreviewResponse>, Status> {
+    async fn preview(&self, request: Request<v1::PreviewRequest>) -> Result<Response<v1::PreviewResponse>, Status> {
         self.authorize(&request)?;
         let request = request.into_inner();
         let id = mailing_id(request.mailing_id)?;
         let prepared = self.prepared_mailing(id).await?;
         let (address, external_id, variables) = self.preview_variables(id, request.subject).await?;
         let merged = sendwerk_sender::merge_builtin_variables(&variables, &address, &external_id);
-        let content = prepared.templates().render(&merged).map_err(|error| {
-            ControlError::invalid(
-                format!("content.{}", error.field.as_str()),
-                error.to_string(),
-            )
-        })?;
+        let content = prepared
+            .templates()
+            .render(&merged)
+            .map_err(|error| ControlError::invalid(format!("content.{}", error.field.as_str()), error.to_string()))?;
         let built = prepared
             .build(&address, &external_id, &variables, "preview", false)
             .map_err(|error| ControlError::invalid("content", error.to_string()))?;
@@ -363,10 +276,7 @@ impl MailingService for ControlState {
     }
 
     #[instrument(skip_all)]
-    async fn send_test(
-        &self,
-        request: Request<v1::SendTestRequest>,
-    ) -> Result<Response<v1::SendTestResponse>, Status> {
+    async fn send_test(&self, request: Request<v1::SendTestRequest>) -> Result<Response<v1::SendTestResponse>, Status> {
         self.authorize(&request)?;
         let request = request.into_inner();
         let id = mailing_id(request.mailing_id)?;
@@ -378,22 +288,14 @@ impl MailingService for ControlState {
             .iter()
             .enumerate()
             .map(|(index, raw)| {
-                EmailAddress::parse(raw).map_err(|error| {
-                    ControlError::invalid(format!("to[{index}]"), error.to_string())
-                })
+                EmailAddress::parse(raw)
+                    .map_err(|error| ControlError::invalid(format!("to[{index}]"), error.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let prepared = self.prepared_mailing(id).await?;
         let (variables, external_id) = match request.variables {
-            Some(variables) if !variables.fields.is_empty() => {
-                (struct_to_json(variables), String::new())
-            }
-            _ => match self
-                .store
-                .first_queued_recipient(id)
-                .await
-                .map_err(ControlError::from)?
-            {
+            Some(variables) if !variables.fields.is_empty() => (struct_to_json(variables), String::new()),
+            _ => match self.store.first_queued_recipient(id).await.map_err(ControlError::from)? {
                 Some(lookup) => (lookup.variables, lookup.external_id),
                 None => (RecipientVariables::new(), String::new()),
             },
@@ -405,19 +307,13 @@ impl MailingService for ControlState {
                 .map_err(|error| ControlError::invalid("variables", error.to_string()))?;
             let outcome = self.send_now(&prepared, to, built.bytes).await?;
             info!(mailing_id = %id, accepted = outcome.accepted, "test mail sent");
-            deliveries.push(v1::TestDelivery {
-                email: to.to_string(),
-                ..outcome
-            });
+            deliveries.push(v1::TestDelivery { email: to.to_string(), ..outcome });
         }
         Ok(Response::new(v1::SendTestResponse { deliveries }))
     }
 
     #[instrument(skip_all)]
-    async fn schedule(
-        &self,
-        request: Request<v1::ScheduleRequest>,
-    ) -> Result<Response<v1::Mailing>, Status> {
+    async fn schedule(&self, request: Request<v1::ScheduleRequest>) -> Result<Response<v1::Mailing>, Status> {
         self.authorize(&request)?;
         let request = request.into_inner();
         let id = mailing_id(request.mailing_id)?;
@@ -425,62 +321,33 @@ impl MailingService for ControlState {
             Some(timestamp) => parse_timestamp("send_at", timestamp)?.max(Utc::now()),
             None => Utc::now(),
         };
-        let state = self
-            .store
-            .mailing_state(&self.tenant, id)
-            .await
-            .map_err(ControlError::from)?;
+        let state = self.store.mailing_state(&self.tenant, id).await.map_err(ControlError::from)?;
         if !state.can_schedule() {
-            return Err(ControlError::FailedPrecondition(format!(
-                "mailing {id} is {state}; schedule does not apply"
-            ))
-            .into());
+            return Err(
+                ControlError::FailedPrecondition(format!("mailing {id} is {state}; schedule does not apply")).into()
+            );
         }
         let prepared = self.prepared_mailing(id).await?;
         self.check_recipients_render(id, &prepared).await?;
-        Ok(Response::new(
-            self.change_state(id.get(), MailingAction::Schedule { send_at })
-                .await?,
-        ))
+        Ok(Response::new(self.change_state(id.get(), MailingAction::Schedule { send_at }).await?))
     }
 
-    async fn pause(
-        &self,
-        request: Request<v1::MailingRef>,
-    ) -> Result<Response<v1::Mailing>, Status> {
+    async fn pause(&self, request: Request<v1::MailingRef>) -> Result<Response<v1::Mailing>, Status> {
         self.authorize(&request)?;
-        Ok(Response::new(
-            self.change_state(request.into_inner().mailing_id, MailingAction::Pause)
-                .await?,
-        ))
+        Ok(Response::new(self.change_state(request.into_inner().mailing_id, MailingAction::Pause).await?))
     }
 
-    async fn resume(
-        &self,
-        request: Request<v1::MailingRef>,
-    ) -> Result<Response<v1::Mailing>, Status> {
+    async fn resume(&self, request: Request<v1::MailingRef>) -> Result<Response<v1::Mailing>, Status> {
         self.authorize(&request)?;
-        Ok(Response::new(
-            self.change_state(request.into_inner().mailing_id, MailingAction::Resume)
-                .await?,
-        ))
+        Ok(Response::new(self.change_state(request.into_inner().mailing_id, MailingAction::Resume).await?))
     }
 
-    async fn cancel(
-        &self,
-        request: Request<v1::MailingRef>,
-    ) -> Result<Response<v1::Mailing>, Status> {
+    async fn cancel(&self, request: Request<v1::MailingRef>) -> Result<Response<v1::Mailing>, Status> {
         self.authorize(&request)?;
-        Ok(Response::new(
-            self.change_state(request.into_inner().mailing_id, MailingAction::Cancel)
-                .await?,
-        ))
+        Ok(Response::new(self.change_state(request.into_inner().mailing_id, MailingAction::Cancel).await?))
     }
 
-    async fn get_mailing(
-        &self,
-        request: Request<v1::MailingRef>,
-    ) -> Result<Response<v1::Mailing>, Status> {
+    async fn get_mailing(&self, request: Request<v1::MailingRef>) -> Result<Response<v1::Mailing>, Status> {
         self.authorize(&request)?;
         let id = mailing_id(request.into_inner().mailing_id)?;
         Ok(Response::new(self.mailing_response(id).await?))
@@ -494,11 +361,7 @@ impl MailingService for ControlState {
         let request = request.into_inner();
         let page_size = page_size(request.page_size, 50, 500);
         let before = page_token(&request.page_token)?.unwrap_or(i64::MAX);
-        let ids = self
-            .store
-            .list_mailing_ids(&self.tenant, before, page_size)
-            .await
-            .map_err(ControlError::from)?;
+        let ids = self.store.list_mailing_ids(&self.tenant, before, page_size).await.map_err(ControlError::from)?;
         let mut mailings = Vec::with_capacity(ids.len());
         for id in &ids {
             mailings.push(self.mailing_response(*id).await?);
@@ -508,10 +371,7 @@ impl MailingService for ControlState {
         } else {
             String::new()
         };
-        Ok(Response::new(v1::ListMailingsResponse {
-            mailings,
-            next_page_token,
-        }))
+        Ok(Response::new(v1::ListMailingsResponse { mailings, next_page_token }))
     }
 
     type WatchMailingStream = ResponseStream<v1::Mailing>;
@@ -547,31 +407,18 @@ impl MailingService for ControlState {
         self.authorize(&request)?;
         let request = request.into_inner();
         let id = mailing_id(request.mailing_id)?;
-        self.store
-            .mailing_state(&self.tenant, id)
-            .await
-            .map_err(ControlError::from)?;
+        self.store.mailing_state(&self.tenant, id).await.map_err(ControlError::from)?;
         let state = convert::recipient_state_filter(request.state)?;
         let page_size = page_size(request.page_size, 100, 1000);
         let after = page_token(&request.page_token)?.unwrap_or(0);
-        let records = self
-            .store
-            .list_recipients(id, state, after, page_size)
-            .await
-            .map_err(ControlError::from)?;
+        let records = self.store.list_recipients(id, state, after, page_size).await.map_err(ControlError::from)?;
         let next_page_token = if records.len() as i64 == page_size {
             records.last().map(|r| r.id.to_string()).unwrap_or_default()
         } else {
             String::new()
         };
-        let recipients = records
-            .into_iter()
-            .map(convert::recipient_to_proto)
-            .collect();
-        Ok(Response::new(v1::ListRecipientsResponse {
-            recipients,
-            next_page_token,
-        }))
+        let recipients = records.into_iter().map(convert::recipient_to_proto).collect();
+        Ok(Response::new(v1::ListRecipientsResponse { recipients, next_page_token }))
     }
 
     type ExportRecipientsStream = ResponseStream<v1::CsvChunk>;
@@ -583,10 +430,7 @@ impl MailingService for ControlState {
         self.authorize(&request)?;
         let request = request.into_inner();
         let id = mailing_id(request.mailing_id)?;
-        self.store
-            .mailing_state(&self.tenant, id)
-            .await
-            .map_err(ControlError::from)?;
+        self.store.mailing_state(&self.tenant, id).await.map_err(ControlError::from)?;
         let state = convert::recipient_state_filter(request.state)?;
         let rows = self.store.export_recipients(id, state);
         let stream = async_stream::try_stream! {
@@ -643,10 +487,9 @@ impl ControlState {
         for rejected in summary.rejected {
             let (kind, reason) = match rejected.rejection {
                 Rejection::Invalid(reason) => (v1::RejectionKind::Invalid, reason),
-                Rejection::Duplicate => (
-                    v1::RejectionKind::Duplicate,
-                    "address is already a recipient of this mailing".to_owned(),
-                ),
+                Rejection::Duplicate => {
+                    (v1::RejectionKind::Duplicate, "address is already a recipient of this mailing".to_owned())
+                }
                 Rejection::Suppressed(reason) => (v1::RejectionKind::Suppressed, reason),
             };
             totals.reject(rejected.index, rejected.email, kind, reason);
@@ -656,25 +499,16 @@ impl ControlState {
 }
 
 fn is_final(mailing: &v1::Mailing) -> bool {
-    matches!(
-        v1::MailingState::try_from(mailing.state),
-        Ok(v1::MailingState::Completed | v1::MailingState::Cancelled)
-    )
+    matches!(v1::MailingState::try_from(mailing.state), Ok(v1::MailingState::Completed | v1::MailingState::Cancelled))
 }
 
 fn page_size(requested: i32, default: i64, max: i64) -> i64 {
-    if requested <= 0 {
-        default
-    } else {
-        i64::from(requested).min(max)
-    }
+    if requested <= 0 { default } else { i64::from(requested).min(max) }
 }
 
 fn page_token(raw: &str) -> Result<Option<i64>, ControlError> {
     if raw.is_empty() {
         return Ok(None);
     }
-    raw.parse()
-        .map(Some)
-        .map_err(|_| ControlError::invalid("page_token", "is not a token this service gave out"))
+    raw.parse().map(Some).map_err(|_| ControlError::invalid("page_token", "is not a token this service gave out"))
 }

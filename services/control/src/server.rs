@@ -51,12 +51,7 @@ pub struct ControlState {
 
 impl ControlState {
     pub fn new(store: Store, config: ControlConfig, signers: Arc<DkimSigners>) -> Self {
-        Self {
-            store,
-            config: Arc::new(config),
-            signers,
-            tenant: TenantId::default(),
-        }
+        Self { store, config: Arc::new(config), signers, tenant: TenantId::default() }
     }
 
     /// Checks the bearer token when one is configured, in constant time.
@@ -71,16 +66,8 @@ impl ControlState {
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(|| ControlError::Unauthenticated("missing bearer token".into()))?;
         let matches = given.len() == expected.len()
-            && given
-                .bytes()
-                .zip(expected.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0;
-        if matches {
-            Ok(())
-        } else {
-            Err(ControlError::Unauthenticated("invalid bearer token".into()))
-        }
+            && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if matches { Ok(()) } else { Err(ControlError::Unauthenticated("invalid bearer token".into())) }
     }
 
     /// Delivers one message right now over a fresh connection (test sends).
@@ -98,16 +85,10 @@ impl ControlState {
         let mut session = match smtp::connect(&self.config.relay).await {
             Ok(session) => session,
             Err(error) => {
-                return Ok(v1::TestDelivery {
-                    accepted: false,
-                    smtp_reply: error.to_string(),
-                    ..Default::default()
-                });
+                return Ok(v1::TestDelivery { accepted: false, smtp_reply: error.to_string(), ..Default::default() });
             }
         };
-        let outcome = session
-            .deliver(&prepared.return_path, to.as_str(), &signed)
-            .await;
+        let outcome = session.deliver(&prepared.return_path, to.as_str(), &signed).await;
         session.quit().await;
         Ok(match outcome {
             DeliveryOutcome::Delivered(reply) => v1::TestDelivery {
@@ -139,12 +120,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<MailingServiceServer<ControlState>>()
-        .await;
-    health_reporter
-        .set_serving::<SuppressionServiceServer<ControlState>>()
-        .await;
+    health_reporter.set_serving::<MailingServiceServer<ControlState>>().await;
+    health_reporter.set_serving::<SuppressionServiceServer<ControlState>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sendwerk_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -165,9 +142,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
-        .add_service(
-            MailingServiceServer::new(state.clone()).max_decoding_message_size(max_message),
-        )
+        .add_service(MailingServiceServer::new(state.clone()).max_decoding_message_size(max_message))
         .add_service(SuppressionServiceServer::new(state).max_decoding_message_size(max_message))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

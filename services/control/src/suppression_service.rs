@@ -11,17 +11,12 @@ const MAX_EMAILS_PER_CALL: usize = 10_000;
 
 fn reason_from_proto(raw: i32) -> Result<SuppressionReason, ControlError> {
     match v1::SuppressionReason::try_from(raw) {
-        Ok(v1::SuppressionReason::Unspecified | v1::SuppressionReason::Manual) => {
-            Ok(SuppressionReason::Manual)
-        }
+        Ok(v1::SuppressionReason::Unspecified | v1::SuppressionReason::Manual) => Ok(SuppressionReason::Manual),
         Ok(v1::SuppressionReason::Unsubscribe) => Ok(SuppressionReason::Unsubscribe),
         Ok(v1::SuppressionReason::HardBounce) => Ok(SuppressionReason::HardBounce),
         Ok(v1::SuppressionReason::Complaint) => Ok(SuppressionReason::Complaint),
         Ok(v1::SuppressionReason::SoftBounce) => Ok(SuppressionReason::SoftBounce),
-        Err(_) => Err(ControlError::invalid(
-            "reason",
-            format!("{raw} is not a suppression reason"),
-        )),
+        Err(_) => Err(ControlError::invalid("reason", format!("{raw} is not a suppression reason"))),
     }
 }
 
@@ -47,18 +42,14 @@ fn record_to_proto(record: SuppressionRecord) -> v1::Suppression {
 /// Parses every address, strictly: one bad address fails the call, naming its index.
 fn parse_all(emails: &[String]) -> Result<Vec<EmailAddress>, ControlError> {
     if emails.len() > MAX_EMAILS_PER_CALL {
-        return Err(ControlError::invalid(
-            "emails",
-            format!("at most {MAX_EMAILS_PER_CALL} per call"),
-        ));
+        return Err(ControlError::invalid("emails", format!("at most {MAX_EMAILS_PER_CALL} per call")));
     }
     emails
         .iter()
         .enumerate()
         .map(|(index, raw)| {
-            EmailAddress::parse(raw).map_err(|error| {
-                ControlError::invalid(format!("emails[{index}]"), format!("{raw:?}: {error}"))
-            })
+            EmailAddress::parse(raw)
+                .map_err(|error| ControlError::invalid(format!("emails[{index}]"), format!("{raw:?}: {error}")))
         })
         .collect()
 }
@@ -73,11 +64,7 @@ impl SuppressionService for ControlState {
         let request = request.into_inner();
         let reason = reason_from_proto(request.reason)?;
         if request.emails.len() > MAX_EMAILS_PER_CALL {
-            return Err(ControlError::invalid(
-                "emails",
-                format!("at most {MAX_EMAILS_PER_CALL} per call"),
-            )
-            .into());
+            return Err(ControlError::invalid("emails", format!("at most {MAX_EMAILS_PER_CALL} per call")).into());
         }
         let mut valid = Vec::with_capacity(request.emails.len());
         let mut invalid = Vec::new();
@@ -96,10 +83,7 @@ impl SuppressionService for ControlState {
             .add_suppressions(&self.tenant, &valid, reason, &request.note)
             .await
             .map_err(ControlError::from)?;
-        Ok(Response::new(v1::AddSuppressionsResponse {
-            added: added as i64,
-            invalid,
-        }))
+        Ok(Response::new(v1::AddSuppressionsResponse { added: added as i64, invalid }))
     }
 
     async fn remove_suppressions(
@@ -108,14 +92,8 @@ impl SuppressionService for ControlState {
     ) -> Result<Response<v1::RemoveSuppressionsResponse>, Status> {
         self.authorize(&request)?;
         let emails = parse_all(&request.into_inner().emails)?;
-        let removed = self
-            .store
-            .remove_suppressions(&self.tenant, &emails)
-            .await
-            .map_err(ControlError::from)?;
-        Ok(Response::new(v1::RemoveSuppressionsResponse {
-            removed: removed as i64,
-        }))
+        let removed = self.store.remove_suppressions(&self.tenant, &emails).await.map_err(ControlError::from)?;
+        Ok(Response::new(v1::RemoveSuppressionsResponse { removed: removed as i64 }))
     }
 
     async fn list_suppressions(
@@ -124,11 +102,7 @@ impl SuppressionService for ControlState {
     ) -> Result<Response<v1::ListSuppressionsResponse>, Status> {
         self.authorize(&request)?;
         let request = request.into_inner();
-        let page_size = if request.page_size <= 0 {
-            100
-        } else {
-            i64::from(request.page_size).min(1000)
-        };
+        let page_size = if request.page_size <= 0 { 100 } else { i64::from(request.page_size).min(1000) };
         let records = self
             .store
             .list_suppressions(&self.tenant, &request.page_token, page_size)
@@ -151,11 +125,7 @@ impl SuppressionService for ControlState {
     ) -> Result<Response<v1::CheckSuppressionsResponse>, Status> {
         self.authorize(&request)?;
         let emails = parse_all(&request.into_inner().emails)?;
-        let records = self
-            .store
-            .check_suppressions(&self.tenant, &emails)
-            .await
-            .map_err(ControlError::from)?;
+        let records = self.store.check_suppressions(&self.tenant, &emails).await.map_err(ControlError::from)?;
         Ok(Response::new(v1::CheckSuppressionsResponse {
             suppressed: records.into_iter().map(record_to_proto).collect(),
         }))

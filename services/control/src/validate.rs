@@ -14,24 +14,17 @@ const MAX_TAGS: usize = 50;
 
 fn check_display_name(field: &str, name: &str) -> Result<(), ControlError> {
     if name.chars().any(char::is_control) {
-        return Err(ControlError::invalid(
-            field,
-            "must not contain control characters (CR, LF, …)",
-        ));
+        return Err(ControlError::invalid(field, "must not contain control characters (CR, LF, …)"));
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(ControlError::invalid(
-            field,
-            format!("is longer than {MAX_NAME_CHARS} characters"),
-        ));
+        return Err(ControlError::invalid(field, format!("is longer than {MAX_NAME_CHARS} characters")));
     }
     Ok(())
 }
 
 fn check_address(field: &str, email: &str) -> Result<EmailAddress, ControlError> {
-    EmailAddress::parse(email).map_err(|error| {
-        ControlError::invalid(field, format!("{email:?} is not a valid address: {error}"))
-    })
+    EmailAddress::parse(email)
+        .map_err(|error| ControlError::invalid(field, format!("{email:?} is not a valid address: {error}")))
 }
 
 /// Turns the API's mailing content into the stored form, checking every field, compiling the
@@ -45,9 +38,7 @@ pub fn mailing_content(
         return Err(ControlError::invalid("content.name", "must not be empty"));
     }
     check_display_name("content.name", &content.name)?;
-    let from = content
-        .from
-        .ok_or_else(|| ControlError::invalid("content.from", "is required"))?;
+    let from = content.from.ok_or_else(|| ControlError::invalid("content.from", "is required"))?;
     let from_email = check_address("content.from.email", &from.email)?;
     check_display_name("content.from.name", &from.name)?;
     let (reply_to_email, reply_to_name) = match content.reply_to {
@@ -59,10 +50,7 @@ pub fn mailing_content(
         _ => (String::new(), String::new()),
     };
     if content.tags.len() > MAX_TAGS {
-        return Err(ControlError::invalid(
-            "content.tags",
-            format!("at most {MAX_TAGS} tags"),
-        ));
+        return Err(ControlError::invalid("content.tags", format!("at most {MAX_TAGS} tags")));
     }
     let total_attachment_bytes: usize = content.attachments.iter().map(|a| a.content.len()).sum();
     if total_attachment_bytes > max_message_bytes {
@@ -82,11 +70,7 @@ pub fn mailing_content(
         subject_template: content.subject_template,
         html_template: content.html_template,
         text_template: content.text_template,
-        headers: content
-            .headers
-            .into_iter()
-            .map(|header| (header.name, header.value))
-            .collect(),
+        headers: content.headers.into_iter().map(|header| (header.name, header.value)).collect(),
         tags: content.tags,
         attachments: content
             .attachments
@@ -116,16 +100,11 @@ pub fn mailing_content(
 /// Maps a preparation failure to the field it concerns.
 pub fn prepare_error(error: PrepareError) -> ControlError {
     match error {
-        PrepareError::FromAddress(_) => {
-            ControlError::invalid("content.from.email", error.to_string())
+        PrepareError::FromAddress(_) => ControlError::invalid("content.from.email", error.to_string()),
+        PrepareError::ReplyTo(_) => ControlError::invalid("content.reply_to.email", error.to_string()),
+        PrepareError::Template(template_error) => {
+            ControlError::invalid(format!("content.{}", template_error.field.as_str()), template_error.to_string())
         }
-        PrepareError::ReplyTo(_) => {
-            ControlError::invalid("content.reply_to.email", error.to_string())
-        }
-        PrepareError::Template(template_error) => ControlError::invalid(
-            format!("content.{}", template_error.field.as_str()),
-            template_error.to_string(),
-        ),
         PrepareError::Mime(mime_error) => ControlError::invalid("content", mime_error.to_string()),
     }
 }

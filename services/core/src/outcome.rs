@@ -18,11 +18,7 @@ impl EnhancedStatus {
         if parts.next().is_some() || !matches!(class, 2 | 4 | 5) {
             return None;
         }
-        Some(Self {
-            class,
-            subject,
-            detail,
-        })
+        Some(Self { class, subject, detail })
     }
 }
 
@@ -52,11 +48,7 @@ impl SmtpReply {
     /// Builds a reply from its code and text lines, taking an enhanced status code off the front
     /// of the first line when present (`"5.1.1 user unknown"`).
     pub fn from_lines<S: AsRef<str>>(code: u16, lines: &[S]) -> Self {
-        let joined = lines
-            .iter()
-            .map(|line| line.as_ref().trim())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let joined = lines.iter().map(|line| line.as_ref().trim()).collect::<Vec<_>>().join(" ");
         let (enhanced, text) = match joined.split_once(' ') {
             Some((first, rest)) => match EnhancedStatus::parse(first) {
                 Some(status) => (Some(status), rest.trim().to_owned()),
@@ -67,11 +59,7 @@ impl SmtpReply {
                 None => (None, joined.clone()),
             },
         };
-        Self {
-            code,
-            enhanced,
-            text,
-        }
+        Self { code, enhanced, text }
     }
 }
 
@@ -91,10 +79,7 @@ pub enum DeliveryOutcome {
     Delivered(SmtpReply),
     /// Try again later: a 4xx reply, or no usable reply at all (connection refused or lost,
     /// timeout, TLS failure), described by `detail`.
-    TemporaryFailure {
-        reply: Option<SmtpReply>,
-        detail: String,
-    },
+    TemporaryFailure { reply: Option<SmtpReply>, detail: String },
     /// The server refused the message for good (5xx); never retried.
     PermanentFailure(SmtpReply),
 }
@@ -107,14 +92,8 @@ pub fn classify_smtp_reply(reply: SmtpReply) -> DeliveryOutcome {
     match reply.code / 100 {
         2 => DeliveryOutcome::Delivered(reply),
         5 => DeliveryOutcome::PermanentFailure(reply),
-        4 => DeliveryOutcome::TemporaryFailure {
-            detail: reply.to_string(),
-            reply: Some(reply),
-        },
-        _ => DeliveryOutcome::TemporaryFailure {
-            detail: format!("unexpected smtp reply {reply}"),
-            reply: Some(reply),
-        },
+        4 => DeliveryOutcome::TemporaryFailure { detail: reply.to_string(), reply: Some(reply) },
+        _ => DeliveryOutcome::TemporaryFailure { detail: format!("unexpected smtp reply {reply}"), reply: Some(reply) },
     }
 }
 
@@ -142,10 +121,7 @@ mod tests {
         let delivered = classify_smtp_reply(SmtpReply::from_lines(250, &["2.0.0 ok"]));
         assert!(matches!(delivered, DeliveryOutcome::Delivered(_)));
         let temporary = classify_smtp_reply(SmtpReply::from_lines(451, &["4.3.0 later"]));
-        assert!(matches!(
-            temporary,
-            DeliveryOutcome::TemporaryFailure { .. }
-        ));
+        assert!(matches!(temporary, DeliveryOutcome::TemporaryFailure { .. }));
         let permanent = classify_smtp_reply(SmtpReply::from_lines(550, &["5.1.1 unknown"]));
         assert!(matches!(permanent, DeliveryOutcome::PermanentFailure(_)));
         let odd = classify_smtp_reply(SmtpReply::from_lines(354, &["go on"]));

@@ -30,20 +30,12 @@ impl RetryPolicy {
     /// failure), or `None` when the recipient has been failing for longer than the retry window
     /// (`since_first_attempt`). `jitter_unit` is a random number in `[0, 1)` supplied by the
     /// caller, so this stays pure.
-    pub fn next_delay(
-        &self,
-        attempts: u32,
-        since_first_attempt: Duration,
-        jitter_unit: f64,
-    ) -> Option<Duration> {
+    pub fn next_delay(&self, attempts: u32, since_first_attempt: Duration, jitter_unit: f64) -> Option<Duration> {
         if since_first_attempt >= self.retry_window {
             return None;
         }
         let doublings = attempts.saturating_sub(1).min(30);
-        let base = self
-            .initial_delay
-            .saturating_mul(1u32 << doublings)
-            .min(self.max_delay);
+        let base = self.initial_delay.saturating_mul(1u32 << doublings).min(self.max_delay);
         let spread = 1.0 + self.jitter_fraction * (2.0 * jitter_unit.clamp(0.0, 1.0) - 1.0);
         let delay = base.mul_f64(spread.max(0.0));
         let remaining = self.retry_window - since_first_attempt;
@@ -57,33 +49,19 @@ mod tests {
 
     #[test]
     fn delays_double_up_to_the_cap() {
-        let policy = RetryPolicy {
-            jitter_fraction: 0.0,
-            ..RetryPolicy::default()
-        };
+        let policy = RetryPolicy { jitter_fraction: 0.0, ..RetryPolicy::default() };
         let delays: Vec<u64> = (1..=10)
-            .map(|attempts| {
-                policy
-                    .next_delay(attempts, Duration::ZERO, 0.5)
-                    .map(|d| d.as_secs())
-            })
+            .map(|attempts| policy.next_delay(attempts, Duration::ZERO, 0.5).map(|d| d.as_secs()))
             .map(|delay| delay.unwrap_or_default())
             .collect();
-        assert_eq!(
-            delays,
-            [60, 120, 240, 480, 960, 1920, 3840, 7680, 14400, 14400]
-        );
+        assert_eq!(delays, [60, 120, 240, 480, 960, 1920, 3840, 7680, 14400, 14400]);
     }
 
     #[test]
     fn jitter_stays_within_its_fraction() {
         let policy = RetryPolicy::default();
-        let low = policy
-            .next_delay(1, Duration::ZERO, 0.0)
-            .unwrap_or_default();
-        let high = policy
-            .next_delay(1, Duration::ZERO, 0.999)
-            .unwrap_or_default();
+        let low = policy.next_delay(1, Duration::ZERO, 0.0).unwrap_or_default();
+        let high = policy.next_delay(1, Duration::ZERO, 0.999).unwrap_or_default();
         assert!(low >= Duration::from_secs(48) && high <= Duration::from_secs(72));
     }
 
@@ -92,9 +70,6 @@ mod tests {
         let policy = RetryPolicy::default();
         assert_eq!(policy.next_delay(3, policy.retry_window, 0.5), None);
         let near_end = policy.retry_window - Duration::from_secs(10);
-        assert_eq!(
-            policy.next_delay(30, near_end, 0.5),
-            Some(Duration::from_secs(10))
-        );
+        assert_eq!(policy.next_delay(30, near_end, 0.5), Some(Duration::from_secs(10)));
     }
 }

@@ -27,14 +27,8 @@ pub enum MailingState {
 }
 
 impl MailingState {
-    pub const ALL: [Self; 6] = [
-        Self::Draft,
-        Self::Scheduled,
-        Self::Sending,
-        Self::Paused,
-        Self::Completed,
-        Self::Cancelled,
-    ];
+    pub const ALL: [Self; 6] =
+        [Self::Draft, Self::Scheduled, Self::Sending, Self::Paused, Self::Completed, Self::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -65,10 +59,7 @@ impl MailingState {
     }
 
     pub fn can_cancel(self) -> bool {
-        matches!(
-            self,
-            Self::Draft | Self::Scheduled | Self::Sending | Self::Paused
-        )
+        matches!(self, Self::Draft | Self::Scheduled | Self::Sending | Self::Paused)
     }
 }
 
@@ -79,10 +70,7 @@ impl FromStr for MailingState {
         Self::ALL
             .into_iter()
             .find(|state| state.as_str() == value)
-            .ok_or_else(|| StateParseError {
-                kind: "mailing",
-                value: value.to_owned(),
-            })
+            .ok_or_else(|| StateParseError { kind: "mailing", value: value.to_owned() })
     }
 }
 
@@ -165,10 +153,7 @@ impl FromStr for RecipientState {
         Self::ALL
             .into_iter()
             .find(|state| state.as_str() == value)
-            .ok_or_else(|| StateParseError {
-                kind: "recipient",
-                value: value.to_owned(),
-            })
+            .ok_or_else(|| StateParseError { kind: "recipient", value: value.to_owned() })
     }
 }
 
@@ -195,18 +180,8 @@ mod tests {
 
     #[test]
     fn only_waiting_states_are_not_final() {
-        let waiting: Vec<_> = RecipientState::ALL
-            .into_iter()
-            .filter(|s| !s.is_final())
-            .collect();
-        assert_eq!(
-            waiting,
-            [
-                RecipientState::Queued,
-                RecipientState::Sending,
-                RecipientState::Deferred
-            ]
-        );
+        let waiting: Vec<_> = RecipientState::ALL.into_iter().filter(|s| !s.is_final()).collect();
+        assert_eq!(waiting, [RecipientState::Queued, RecipientState::Sending, RecipientState::Deferred]);
     }
 
     #[test]

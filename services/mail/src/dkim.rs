@@ -8,7 +8,10 @@
 //! (they are kept as empty lines instead of being dropped). [`DkimSigners::sign`] therefore
 //! normalises the message first (CRLF line endings, trailing blank and whitespace-only lines
 //! removed, body ending in exactly one CRLF) and returns those normalised bytes, so what was
-//! signed is exactly what goes out.
+//! signed is exactly what goes out. It also sometimes folds the header right before the
+//! final `;` after `b=`, which dkimpy (and other verifiers) then hash differently; that fold
+//! is removed (see `remove_fold_before_final_semicolon`). Both are covered by the dkimpy
+//! test in `tests/dkim_independent_verifier.rs`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -71,19 +74,11 @@ impl fmt::Debug for DkimKeyConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DkimError {
     #[error("dkim key for domain {domain:?} selector {selector:?}: {reason}")]
-    InvalidKey {
-        domain: String,
-        selector: String,
-        reason: String,
-    },
+    InvalidKey { domain: String, selector: String, reason: String },
     #[error("message cannot be signed: {0}")]
     MalformedMessage(&'static str),
     #[error("dkim signing for domain {domain} selector {selector} failed: {reason}")]
-    SigningFailed {
-        domain: String,
-        selector: String,
-        reason: String,
-    },
+    SigningFailed { domain: String, selector: String, reason: String },
 }
 
 enum KeySigner {
@@ -108,9 +103,7 @@ impl fmt::Debug for DkimSigners {
             .by_domain
             .iter()
             .flat_map(|(domain, signers)| {
-                signers
-                    .iter()
-                    .map(move |s| format!("{}._domainkey.{domain} ({:?})", s.selector, s.algorithm))
+                signers.iter().map(move |s| format!("{}._domainkey.{domain} ({:?})", s.selector, s.algorithm))
             })
             .collect();
         keys.sort();
@@ -128,30 +121,17 @@ impl DkimSigners {
                 selector: config.selector.clone(),
                 reason,
             };
-            let domain = Domain::parse(&config.domain)
-                .map_err(|error| invalid(format!("invalid domain: {error}")))?;
+            let domain = Domain::parse(&config.domain).map_err(|error| invalid(format!("invalid domain: {error}")))?;
             if !is_valid_selector(&config.selector) {
-                return Err(invalid(
-                    "selector must be dot-separated labels of letters, digits, '-' or '_'".into(),
-                ));
+                return Err(invalid("selector must be dot-separated labels of letters, digits, '-' or '_'".into()));
             }
             let signers = by_domain.entry(domain.as_str().to_owned()).or_default();
-            if signers
-                .iter()
-                .any(|s| s.selector.eq_ignore_ascii_case(&config.selector))
-            {
-                return Err(invalid(
-                    "selector is configured twice for this domain".into(),
-                ));
+            if signers.iter().any(|s| s.selector.eq_ignore_ascii_case(&config.selector)) {
+                return Err(invalid("selector is configured twice for this domain".into()));
             }
             let key_der = parse_pem(&config.private_key_pem, config.algorithm).map_err(invalid)?;
-            let signer = build_signer(domain.as_str(), &config.selector, config.algorithm, key_der)
-                .map_err(invalid)?;
-            signers.push(SelectorSigner {
-                selector: config.selector.clone(),
-                algorithm: config.algorithm,
-                signer,
-            });
+            let signer = build_signer(domain.as_str(), &config.selector, config.algorithm, key_der).map_err(invalid)?;
+            signers.push(SelectorSigner { selector: config.selector.clone(), algorithm: config.algorithm, signer });
         }
         Ok(Self { by_domain })
     }
@@ -159,11 +139,7 @@ impl DkimSigners {
     /// Signs `message` with every key of `signing_domain`. Returns `None` if there is no key
     /// for that domain, else the normalised message with the `DKIM-Signature` headers
     /// prepended (in configuration order).
-    pub fn sign(
-        &self,
-        signing_domain: &Domain,
-        message: &[u8],
-    ) -> Result<Option<Vec<u8>>, DkimError> {
+    pub fn sign(&self, signing_domain: &Domain, message: &[u8]) -> Result<Option<Vec<u8>>, DkimError> {
         let Some(signers) = self.by_domain.get(signing_domain.as_str()) else {
             return Ok(None);
         };
@@ -210,9 +186,7 @@ fn is_valid_selector(selector: &str) -> bool {
     selector.split('.').all(|label| {
         !label.is_empty()
             && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     })
 }
 
@@ -222,26 +196,19 @@ fn parse_pem(pem: &str, algorithm: DkimAlgorithm) -> Result<PrivateKeyDer<'stati
     if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
         return Err("encrypted private keys are not supported; store the key unencrypted".into());
     }
-    let pem_error = |error: rustls::pki_types::pem::Error| {
-        match error {
+    let pem_error = |error: rustls::pki_types::pem::Error| match error {
         rustls::pki_types::pem::Error::NoItemsFound => {
-            "no \"BEGIN PRIVATE KEY\" (PKCS#8) or, for RSA, \"BEGIN RSA PRIVATE KEY\" (PKCS#1) block found"
-                .to_owned()
+            "no \"BEGIN PRIVATE KEY\" (PKCS#8) or, for RSA, \"BEGIN RSA PRIVATE KEY\" (PKCS#1) block found".to_owned()
         }
         _ => "the PEM block is malformed (truncated or not valid base64)".to_owned(),
-    }
     };
     if pem.contains("-----BEGIN RSA PRIVATE KEY-----") {
         if algorithm != DkimAlgorithm::Rsa {
             return Err("a PKCS#1 RSA key was given for an ed25519 selector".into());
         }
-        return PrivatePkcs1KeyDer::from_pem_slice(pem.as_bytes())
-            .map(PrivateKeyDer::Pkcs1)
-            .map_err(pem_error);
+        return PrivatePkcs1KeyDer::from_pem_slice(pem.as_bytes()).map(PrivateKeyDer::Pkcs1).map_err(pem_error);
     }
-    PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
-        .map(PrivateKeyDer::Pkcs8)
-        .map_err(pem_error)
+    PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).map(PrivateKeyDer::Pkcs8).map_err(pem_error)
 }
 
 fn build_signer(
@@ -267,8 +234,7 @@ fn build_signer(
                 return Err("Ed25519 keys must be PKCS#8 (\"BEGIN PRIVATE KEY\")".into());
             };
             // openssl writes PKCS#8 v1 (no public key), which ring's strict parser refuses.
-            let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(pkcs8.secret_pkcs8_der())
-                .map_err(rejected)?;
+            let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(pkcs8.secret_pkcs8_der()).map_err(rejected)?;
             KeySigner::Ed25519(configure(DkimSigner::from_key(key), domain, selector))
         }
     })
@@ -296,9 +262,7 @@ fn normalise_message(message: &[u8]) -> Result<Cow<'_, [u8]>, DkimError> {
     let separator = message
         .windows(4)
         .position(|window| window == b"\r\n\r\n")
-        .ok_or(DkimError::MalformedMessage(
-            "no blank line between header and body",
-        ))?;
+        .ok_or(DkimError::MalformedMessage("no blank line between header and body"))?;
     if separator == 0 {
         return Err(DkimError::MalformedMessage("the message has no header"));
     }
@@ -323,9 +287,7 @@ fn normalise_message(message: &[u8]) -> Result<Cow<'_, [u8]>, DkimError> {
 
 /// The offset just past the last non-whitespace line's content (before its CRLF, if any).
 fn last_content_line_end(body: &[u8]) -> Option<usize> {
-    let last_non_space = body
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))?;
+    let last_non_space = body.iter().rposition(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))?;
     let line_end = body[last_non_space..]
         .windows(2)
         .position(|window| window == b"\r\n")
@@ -381,8 +343,7 @@ mod tests {
         Domain::parse(raw).expect("valid domain")
     }
 
-    const MESSAGE: &[u8] =
-        b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n";
+    const MESSAGE: &[u8] = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n";
 
     #[test]
     fn config_deserialises_with_lowercase_algorithm_and_debug_redacts_the_key() {
@@ -393,10 +354,7 @@ mod tests {
         let parsed: DkimKeyConfig = serde_json::from_value(json).expect("deserialises");
         assert_eq!(parsed.algorithm, DkimAlgorithm::Ed25519);
         let debug = format!("{parsed:?}");
-        assert!(
-            debug.contains("<redacted>") && !debug.contains("PRIVATE KEY"),
-            "{debug}"
-        );
+        assert!(debug.contains("<redacted>") && !debug.contains("PRIVATE KEY"), "{debug}");
     }
 
     #[test]
@@ -406,75 +364,45 @@ mod tests {
             config("ed", DkimAlgorithm::Ed25519, ED25519_PEM),
         ])
         .expect("keys parse");
-        let signed = signers
-            .sign(&domain("example.com"), MESSAGE)
-            .expect("signs")
-            .expect("has keys");
+        let signed = signers.sign(&domain("example.com"), MESSAGE).expect("signs").expect("has keys");
         let text = String::from_utf8(signed).expect("ascii");
         assert_eq!(text.matches("DKIM-Signature: ").count(), 2);
-        assert!(text.starts_with(
-            "DKIM-Signature: v=1; a=rsa-sha256; s=rsa2048; d=example.com; c=relaxed/relaxed;"
-        ));
+        assert!(text.starts_with("DKIM-Signature: v=1; a=rsa-sha256; s=rsa2048; d=example.com; c=relaxed/relaxed;"));
         assert!(text.contains("a=ed25519-sha256; s=ed; d=example.com"));
         assert!(text.contains("h=Subject:To:From:"), "{text}");
         assert!(text.ends_with(std::str::from_utf8(MESSAGE).expect("ascii")));
         let debug = format!("{signers:?}");
-        assert!(
-            debug.contains("ed._domainkey.example.com (Ed25519)"),
-            "{debug}"
-        );
+        assert!(debug.contains("ed._domainkey.example.com (Ed25519)"), "{debug}");
     }
 
     #[test]
     fn pkcs1_rsa_keys_sign_like_their_pkcs8_form() {
         let pkcs1 = include_str!("../../../tests/fixtures/dkim/rsa_pkcs1.pem");
-        let signers = DkimSigners::from_configs(&[config("s", DkimAlgorithm::Rsa, pkcs1)])
-            .expect("pkcs1 parses");
-        assert!(
-            signers
-                .sign(&domain("example.com"), MESSAGE)
-                .expect("signs")
-                .is_some()
-        );
+        let signers = DkimSigners::from_configs(&[config("s", DkimAlgorithm::Rsa, pkcs1)]).expect("pkcs1 parses");
+        assert!(signers.sign(&domain("example.com"), MESSAGE).expect("signs").is_some());
     }
 
     #[test]
     fn domains_without_keys_are_not_signed() {
         let signers =
-            DkimSigners::from_configs(&[config("ed", DkimAlgorithm::Ed25519, ED25519_PEM)])
-                .expect("keys parse");
+            DkimSigners::from_configs(&[config("ed", DkimAlgorithm::Ed25519, ED25519_PEM)]).expect("keys parse");
         assert_eq!(signers.sign(&domain("other.example"), MESSAGE), Ok(None));
     }
 
     #[test]
     fn trailing_whitespace_lines_and_bare_newlines_are_normalised_before_signing() {
         let cases: [(&[u8], &[u8]); 5] = [
-            (
-                b"H: v\r\n\r\nbody\r\n  \r\n\t\r\n\r\n ",
-                b"H: v\r\n\r\nbody\r\n",
-            ),
-            (
-                b"H: v\n\nline one \nline two",
-                b"H: v\r\n\r\nline one \r\nline two\r\n",
-            ),
+            (b"H: v\r\n\r\nbody\r\n  \r\n\t\r\n\r\n ", b"H: v\r\n\r\nbody\r\n"),
+            (b"H: v\n\nline one \nline two", b"H: v\r\n\r\nline one \r\nline two\r\n"),
             (b"H: v\r\n\r\n \r\n", b"H: v\r\n\r\n"),
             (b"H: v\r\n\r\n", b"H: v\r\n\r\n"),
-            (
-                b"H: v\r\n\r\na\r\n \r\nb\r\n",
-                b"H: v\r\n\r\na\r\n \r\nb\r\n",
-            ),
+            (b"H: v\r\n\r\na\r\n \r\nb\r\n", b"H: v\r\n\r\na\r\n \r\nb\r\n"),
         ];
         for (input, expected) in cases {
             let normalised = normalise_message(input).expect("normalises");
-            assert_eq!(
-                String::from_utf8_lossy(&normalised),
-                String::from_utf8_lossy(expected)
-            );
+            assert_eq!(String::from_utf8_lossy(&normalised), String::from_utf8_lossy(expected));
         }
-        assert!(matches!(
-            normalise_message(b"H: v\r\n\r\nok\r\n"),
-            Ok(Cow::Borrowed(_))
-        ));
+        assert!(matches!(normalise_message(b"H: v\r\n\r\nok\r\n"), Ok(Cow::Borrowed(_))));
         assert!(normalise_message(b"no separator").is_err());
     }
 
@@ -487,28 +415,15 @@ mod tests {
             config("s", DkimAlgorithm::Rsa, ED25519_PEM),
             config("s", DkimAlgorithm::Ed25519, RSA_PEM),
             config("bad selector", DkimAlgorithm::Ed25519, ED25519_PEM),
-            DkimKeyConfig {
-                domain: "localhost".into(),
-                ..config("s", DkimAlgorithm::Ed25519, ED25519_PEM)
-            },
+            DkimKeyConfig { domain: "localhost".into(), ..config("s", DkimAlgorithm::Ed25519, ED25519_PEM) },
         ];
         for case in cases {
-            let error =
-                DkimSigners::from_configs(std::slice::from_ref(&case)).expect_err("invalid");
+            let error = DkimSigners::from_configs(std::slice::from_ref(&case)).expect_err("invalid");
             let message = error.to_string();
-            assert!(
-                message.contains(&format!("selector {:?}", case.selector)),
-                "{message}"
-            );
-            assert!(
-                !message.contains("MII") && !message.contains("-----"),
-                "{message}"
-            );
+            assert!(message.contains(&format!("selector {:?}", case.selector)), "{message}");
+            assert!(!message.contains("MII") && !message.contains("-----"), "{message}");
         }
-        let twice = [
-            config("s", DkimAlgorithm::Ed25519, ED25519_PEM),
-            config("S", DkimAlgorithm::Rsa, RSA_PEM),
-        ];
+        let twice = [config("s", DkimAlgorithm::Ed25519, ED25519_PEM), config("S", DkimAlgorithm::Rsa, RSA_PEM)];
         assert!(DkimSigners::from_configs(&twice).is_err());
     }
 

@@ -34,10 +34,7 @@ pub enum MimeError {
     #[error("header {name} {reason}")]
     InvalidHeaderValue { name: String, reason: &'static str },
     #[error("attachment {filename:?}: {reason}")]
-    InvalidAttachment {
-        filename: String,
-        reason: &'static str,
-    },
+    InvalidAttachment { filename: String, reason: &'static str },
     #[error("message id {0:?} is not of the form local@domain in printable ASCII")]
     InvalidMessageId(String),
     #[error("the content has neither an HTML nor a text part")]
@@ -113,16 +110,9 @@ impl MessageTemplate {
                 None => attachment_parts.push(part),
             }
         }
-        let num_attachment_bytes = inline_parts
-            .iter()
-            .chain(&attachment_parts)
-            .map(Vec::len)
-            .sum();
+        let num_attachment_bytes = inline_parts.iter().chain(&attachment_parts).map(Vec::len).sum();
         if num_attachment_bytes > max_message_bytes {
-            return Err(MimeError::TooLarge {
-                size: num_attachment_bytes,
-                limit: max_message_bytes,
-            });
+            return Err(MimeError::TooLarge { size: num_attachment_bytes, limit: max_message_bytes });
         }
         Ok(Self {
             from_header,
@@ -152,14 +142,9 @@ impl MessageTemplate {
         if content.html.is_none() && content.text.is_none() {
             return Err(MimeError::NoBody);
         }
-        let text_len = content.html.as_ref().map_or(0, String::len)
-            + content.text.as_ref().map_or(0, String::len);
+        let text_len = content.html.as_ref().map_or(0, String::len) + content.text.as_ref().map_or(0, String::len);
         let mut out = Vec::with_capacity(2048 + self.num_attachment_bytes + text_len * 5 / 4);
-        out.extend_from_slice(
-            date.format("Date: %a, %d %b %Y %H:%M:%S +0000\r\n")
-                .to_string()
-                .as_bytes(),
-        );
+        out.extend_from_slice(date.format("Date: %a, %d %b %Y %H:%M:%S +0000\r\n").to_string().as_bytes());
         out.extend_from_slice(&self.from_header);
         out.extend_from_slice(b"To: ");
         out.extend_from_slice(to.as_str().as_bytes());
@@ -175,10 +160,7 @@ impl MessageTemplate {
         }
         self.write_body(&mut out, content);
         if out.len() > self.max_message_bytes {
-            return Err(MimeError::TooLarge {
-                size: out.len(),
-                limit: self.max_message_bytes,
-            });
+            return Err(MimeError::TooLarge { size: out.len(), limit: self.max_message_bytes });
         }
         Ok(out)
     }
@@ -193,11 +175,7 @@ impl MessageTemplate {
             open_multipart(out, "mixed", None, &boundary_base, 'm');
         }
         if related {
-            let root_type = if content.text.is_some() {
-                "multipart/alternative"
-            } else {
-                "text/html"
-            };
+            let root_type = if content.text.is_some() { "multipart/alternative" } else { "text/html" };
             open_multipart(out, "related", Some(root_type), &boundary_base, 'r');
         }
         match (&content.text, &content.html) {
@@ -242,32 +220,20 @@ pub fn generate_message_id(domain: &str) -> String {
 /// followed by hex digits or a line break) nor in base64, so no body line can equal a
 /// boundary; part header lines start with a field name or whitespace, never `--`.
 fn random_boundary_base() -> String {
-    let random: String = rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(24)
-        .map(char::from)
-        .collect();
+    let random: String = rand::rng().sample_iter(&Alphanumeric).take(24).map(char::from).collect();
     format!("=_sw_{random}")
 }
 
 /// Writes a multipart entity's headers and its first delimiter; each level gets its own
 /// suffix so no boundary is a prefix of another.
-fn open_multipart(
-    out: &mut Vec<u8>,
-    subtype: &str,
-    root_type: Option<&str>,
-    base: &str,
-    level: char,
-) {
+fn open_multipart(out: &mut Vec<u8>, subtype: &str, root_type: Option<&str>, base: &str, level: char) {
     out.extend_from_slice(b"Content-Type: multipart/");
     out.extend_from_slice(subtype.as_bytes());
     out.extend_from_slice(b";\r\n");
     if let Some(root_type) = root_type {
         out.extend_from_slice(format!(" type=\"{root_type}\";\r\n").as_bytes());
     }
-    out.extend_from_slice(
-        format!(" boundary=\"{base}_{level}\"\r\n\r\n--{base}_{level}\r\n").as_bytes(),
-    );
+    out.extend_from_slice(format!(" boundary=\"{base}_{level}\"\r\n\r\n--{base}_{level}\r\n").as_bytes());
 }
 
 fn next_part(out: &mut Vec<u8>, base: &str, level: char) {
@@ -281,9 +247,7 @@ fn close_multipart(out: &mut Vec<u8>, base: &str, level: char) {
 fn write_text_part(out: &mut Vec<u8>, subtype: &str, text: &str) {
     out.extend_from_slice(b"Content-Type: text/");
     out.extend_from_slice(subtype.as_bytes());
-    out.extend_from_slice(
-        b"; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n",
-    );
+    out.extend_from_slice(b"; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n");
     write_quoted_printable(out, text);
 }
 
@@ -291,49 +255,33 @@ fn write_text_part(out: &mut Vec<u8>, subtype: &str, text: &str) {
 fn is_token(value: &str, allow_at: bool) -> bool {
     const TSPECIALS: &[u8] = b"()<>@,;:\\\"/[]?=";
     !value.is_empty()
-        && value.bytes().all(|b| {
-            (33..=126).contains(&b) && (!TSPECIALS.contains(&b) || (allow_at && b == b'@'))
-        })
+        && value.bytes().all(|b| (33..=126).contains(&b) && (!TSPECIALS.contains(&b) || (allow_at && b == b'@')))
 }
 
 /// Validates an attachment and encodes it as a complete MIME part (headers, blank line,
 /// base64 in 76-char CRLF lines).
 fn encode_attachment(attachment: &Attachment) -> Result<Vec<u8>, MimeError> {
-    let invalid = |reason| MimeError::InvalidAttachment {
-        filename: attachment.filename.clone(),
-        reason,
-    };
+    let invalid = |reason| MimeError::InvalidAttachment { filename: attachment.filename.clone(), reason };
     let filename = attachment.filename.as_str();
     if filename.trim().is_empty() || filename.len() > 255 {
         return Err(invalid("file name must be 1 to 255 bytes"));
     }
-    if filename
-        .chars()
-        .any(|c| c.is_control() || c == '/' || c == '\\')
-    {
-        return Err(invalid(
-            "file name contains a control character or path separator",
-        ));
+    if filename.chars().any(|c| c.is_control() || c == '/' || c == '\\') {
+        return Err(invalid("file name contains a control character or path separator"));
     }
     let content_type = attachment.content_type.trim().to_ascii_lowercase();
-    let type_is_valid = content_type
-        .split_once('/')
-        .is_some_and(|(kind, subtype)| is_token(kind, false) && is_token(subtype, false));
+    let type_is_valid =
+        content_type.split_once('/').is_some_and(|(kind, subtype)| is_token(kind, false) && is_token(subtype, false));
     if !type_is_valid {
         return Err(invalid("content type is not of the form type/subtype"));
     }
     let content_id = attachment.content_id.as_deref();
     if content_id.is_some_and(|id| id.len() > 200 || !is_token(id, true)) {
-        return Err(invalid(
-            "content id may contain only letters, digits and !#$%&'*+-.^_`{|}~@",
-        ));
+        return Err(invalid("content id may contain only letters, digits and !#$%&'*+-.^_`{|}~@"));
     }
     let filename_param = |param: &str| {
         if filename.bytes().all(|b| (32..=126).contains(&b)) {
-            format!(
-                " {param}=\"{}\"",
-                filename.replace('\\', "\\\\").replace('"', "\\\"")
-            )
+            format!(" {param}=\"{}\"", filename.replace('\\', "\\\\").replace('"', "\\\""))
         } else {
             let encoded: String = filename
                 .bytes()
@@ -359,11 +307,7 @@ fn encode_attachment(attachment: &Attachment) -> Result<Vec<u8>, MimeError> {
             format!(" {param}*=utf-8''{encoded}")
         }
     };
-    let disposition = if content_id.is_some() {
-        "inline"
-    } else {
-        "attachment"
-    };
+    let disposition = if content_id.is_some() { "inline" } else { "attachment" };
     let mut part = format!(
         "Content-Type: {content_type};\r\n{}\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: {disposition};\r\n{}\r\n",
         filename_param("name"),

@@ -80,8 +80,7 @@ pub struct RenderError {
 }
 
 fn line_suffix(line: Option<usize>) -> String {
-    line.map(|number| format!(" line {number}"))
-        .unwrap_or_default()
+    line.map(|number| format!(" line {number}")).unwrap_or_default()
 }
 
 /// What one recipient gets: the subject and the parts the mailing has.
@@ -137,30 +136,18 @@ impl MailTemplates {
             return Err(TemplateError {
                 field: TemplateField::Text,
                 line: None,
-                message: "html_template and text_template are both empty; at least one is required"
-                    .to_owned(),
+                message: "html_template and text_template are both empty; at least one is required".to_owned(),
             });
         }
         let subject_part = CompiledPart::compile(TemplateField::Subject, subject)?;
-        let html_opt = non_empty(html)
-            .map(|source| CompiledPart::compile(TemplateField::Html, source))
-            .transpose()?;
-        let text_opt = non_empty(text)
-            .map(|source| CompiledPart::compile(TemplateField::Text, source))
-            .transpose()?;
+        let html_opt = non_empty(html).map(|source| CompiledPart::compile(TemplateField::Html, source)).transpose()?;
+        let text_opt = non_empty(text).map(|source| CompiledPart::compile(TemplateField::Text, source)).transpose()?;
         let variables = [Some(&subject_part), html_opt.as_ref(), text_opt.as_ref()]
             .into_iter()
             .flatten()
             .flat_map(|part| part.variables.iter().cloned())
             .collect();
-        Ok(Self {
-            inner: Arc::new(CompiledTemplates {
-                subject: subject_part,
-                html_opt,
-                text_opt,
-                variables,
-            }),
-        })
+        Ok(Self { inner: Arc::new(CompiledTemplates { subject: subject_part, html_opt, text_opt, variables }) })
     }
 
     /// The top-level merge variables any of the templates may read, for checking recipient
@@ -170,30 +157,13 @@ impl MailTemplates {
     }
 
     /// Renders subject and body parts for one recipient.
-    pub fn render(
-        &self,
-        vars: &serde_json::Map<String, serde_json::Value>,
-    ) -> Result<RenderedContent, RenderError> {
+    pub fn render(&self, vars: &serde_json::Map<String, serde_json::Value>) -> Result<RenderedContent, RenderError> {
         // Converted once and shared by the three renders (a minijinja Value clones cheaply).
         let context = Value::from_serialize(vars);
         let subject = self.inner.subject.render(&context, vars)?;
-        let html = self
-            .inner
-            .html_opt
-            .as_ref()
-            .map(|part| part.render(&context, vars))
-            .transpose()?;
-        let text = self
-            .inner
-            .text_opt
-            .as_ref()
-            .map(|part| part.render(&context, vars))
-            .transpose()?;
-        Ok(RenderedContent {
-            subject,
-            html,
-            text,
-        })
+        let html = self.inner.html_opt.as_ref().map(|part| part.render(&context, vars)).transpose()?;
+        let text = self.inner.text_opt.as_ref().map(|part| part.render(&context, vars)).transpose()?;
+        Ok(RenderedContent { subject, html, text })
     }
 }
 
@@ -214,30 +184,20 @@ impl CompiledPart {
             TemplateField::Subject | TemplateField::Text => AutoEscape::None,
         };
         env.set_auto_escape_callback(move |_name| escape);
-        env.add_template_owned(field.as_str(), source.to_owned())
-            .map_err(|error| TemplateError {
-                field,
-                line: error.line(),
-                message: describe(&error),
-            })?;
-        let globals: HashSet<String> = env.globals().map(|(name, _)| name.to_owned()).collect();
-        let template = env
-            .get_template(field.as_str())
-            .map_err(|error| TemplateError {
-                field,
-                line: error.line(),
-                message: describe(&error),
-            })?;
-        let variables = template
-            .undeclared_variables(false)
-            .into_iter()
-            .filter(|name| !globals.contains(name))
-            .collect();
-        Ok(Self {
+        env.add_template_owned(field.as_str(), source.to_owned()).map_err(|error| TemplateError {
             field,
-            env,
-            variables,
-        })
+            line: error.line(),
+            message: describe(&error),
+        })?;
+        let globals: HashSet<String> = env.globals().map(|(name, _)| name.to_owned()).collect();
+        let template = env.get_template(field.as_str()).map_err(|error| TemplateError {
+            field,
+            line: error.line(),
+            message: describe(&error),
+        })?;
+        let variables =
+            template.undeclared_variables(false).into_iter().filter(|name| !globals.contains(name)).collect();
+        Ok(Self { field, env, variables })
     }
 
     fn render(
@@ -245,14 +205,9 @@ impl CompiledPart {
         context: &Value,
         vars: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, RenderError> {
-        let template = self
-            .env
-            .get_template(self.field.as_str())
-            .map_err(|error| self.render_error(&error, vars))?;
+        let template = self.env.get_template(self.field.as_str()).map_err(|error| self.render_error(&error, vars))?;
         let mut output = CappedOutput::default();
-        template
-            .render_captured_to(context, &mut output)
-            .map_err(|error| self.render_error(&error, vars))?;
+        template.render_captured_to(context, &mut output).map_err(|error| self.render_error(&error, vars))?;
         // Every write is a whole `&str`, so the bytes are UTF-8; checked anyway, not assumed.
         String::from_utf8(output.bytes).map_err(|_| RenderError {
             field: self.field,
@@ -262,32 +217,19 @@ impl CompiledPart {
         })
     }
 
-    fn render_error(
-        &self,
-        error: &minijinja::Error,
-        vars: &serde_json::Map<String, serde_json::Value>,
-    ) -> RenderError {
+    fn render_error(&self, error: &minijinja::Error, vars: &serde_json::Map<String, serde_json::Value>) -> RenderError {
         if error.kind() == ErrorKind::UndefinedError {
             // minijinja's strict-undefined error does not carry the name: the first variable
             // this template reads that the recipient lacks is the cause. If the recipient has
             // them all, an attribute (`customer.name`) was missing instead.
-            let missing_variable = self
-                .variables
-                .iter()
-                .find(|name| !vars.contains_key(name.as_str()))
-                .cloned();
+            let missing_variable = self.variables.iter().find(|name| !vars.contains_key(name.as_str())).cloned();
             let message = match &missing_variable {
                 Some(name) => {
                     format!("merge variable \"{name}\" is not defined for this recipient")
                 }
                 None => "a value used by the template is not defined for this recipient".to_owned(),
             };
-            return RenderError {
-                field: self.field,
-                line: error.line(),
-                missing_variable,
-                message,
-            };
+            return RenderError { field: self.field, line: error.line(), missing_variable, message };
         }
         let message = if is_output_limit(error) {
             format!("rendered output exceeds {MAX_RENDERED_PART_BYTES} bytes")
@@ -296,12 +238,7 @@ impl CompiledPart {
         } else {
             describe(error)
         };
-        RenderError {
-            field: self.field,
-            line: error.line(),
-            missing_variable: None,
-            message,
-        }
+        RenderError { field: self.field, line: error.line(), missing_variable: None, message }
     }
 }
 
@@ -357,9 +294,7 @@ mod tests {
             "Hallo {{ first_name }}\n",
         )
         .expect("compiles");
-        let content = templates
-            .render(&vars(json!({"first_name": "Jörg"})))
-            .expect("renders");
+        let content = templates.render(&vars(json!({"first_name": "Jörg"}))).expect("renders");
         assert_eq!(content.subject, "Hallo Jörg");
         assert_eq!(content.html.as_deref(), Some("<p>Hallo Jörg</p>\n"));
         assert_eq!(content.text.as_deref(), Some("Hallo Jörg\n"));
@@ -367,17 +302,11 @@ mod tests {
 
     #[test]
     fn html_escapes_values_but_subject_and_text_do_not() {
-        let templates =
-            MailTemplates::compile("{{ v }}", "<b>{{ v }}</b>", "{{ v }}").expect("compiles");
-        let content = templates
-            .render(&vars(json!({"v": "<a & \"b\">"})))
-            .expect("renders");
+        let templates = MailTemplates::compile("{{ v }}", "<b>{{ v }}</b>", "{{ v }}").expect("compiles");
+        let content = templates.render(&vars(json!({"v": "<a & \"b\">"}))).expect("renders");
         assert_eq!(content.subject, "<a & \"b\">");
         assert_eq!(content.text.as_deref(), Some("<a & \"b\">"));
-        assert_eq!(
-            content.html.as_deref(),
-            Some("<b>&lt;a &amp; &quot;b&quot;&gt;</b>")
-        );
+        assert_eq!(content.html.as_deref(), Some("<b>&lt;a &amp; &quot;b&quot;&gt;</b>"));
     }
 
     #[test]
@@ -392,10 +321,7 @@ mod tests {
     fn empty_subject_or_missing_body_is_rejected_naming_the_field() {
         let error = MailTemplates::compile(" ", "<p>x</p>", "").expect_err("empty subject");
         assert_eq!(error.field, TemplateField::Subject);
-        assert!(
-            error.to_string().starts_with("subject_template: "),
-            "{error}"
-        );
+        assert!(error.to_string().starts_with("subject_template: "), "{error}");
         let error = MailTemplates::compile("s", "", "").expect_err("no body");
         assert!(error.to_string().contains("at least one"), "{error}");
     }
@@ -413,11 +339,8 @@ mod tests {
 
     #[test]
     fn a_missing_variable_is_an_error_naming_it() {
-        let templates =
-            MailTemplates::compile("Hi {{ first_name }}", "", "{{ greeting }}").expect("compiles");
-        let error = templates
-            .render(&vars(json!({"greeting": "x"})))
-            .expect_err("missing");
+        let templates = MailTemplates::compile("Hi {{ first_name }}", "", "{{ greeting }}").expect("compiles");
+        let error = templates.render(&vars(json!({"greeting": "x"}))).expect_err("missing");
         assert_eq!(error.missing_variable.as_deref(), Some("first_name"));
         assert_eq!(
             error.to_string(),
@@ -427,11 +350,8 @@ mod tests {
 
     #[test]
     fn a_missing_variable_inside_a_condition_is_also_an_error() {
-        let templates =
-            MailTemplates::compile("s", "", "a\n{% if vip %}gold{% endif %}").expect("compiles");
-        let error = templates
-            .render(&serde_json::Map::new())
-            .expect_err("missing");
+        let templates = MailTemplates::compile("s", "", "a\n{% if vip %}gold{% endif %}").expect("compiles");
+        let error = templates.render(&serde_json::Map::new()).expect_err("missing");
         assert_eq!(error.field, TemplateField::Text);
         assert_eq!(error.line, Some(2));
         assert_eq!(error.missing_variable.as_deref(), Some("vip"));
@@ -440,9 +360,7 @@ mod tests {
     #[test]
     fn a_missing_attribute_is_an_error_without_a_variable_name() {
         let templates = MailTemplates::compile("{{ customer.name }}", "", "t").expect("compiles");
-        let error = templates
-            .render(&vars(json!({"customer": {}})))
-            .expect_err("missing");
+        let error = templates.render(&vars(json!({"customer": {}}))).expect_err("missing");
         assert_eq!(error.missing_variable, None);
         assert!(error.to_string().contains("not defined"), "{error}");
     }
@@ -455,10 +373,7 @@ mod tests {
             "{% set local = 1 %}{{ local }}{{ code }}",
         )
         .expect("compiles");
-        let expected: BTreeSet<String> = ["code", "customer", "first_name"]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let expected: BTreeSet<String> = ["code", "customer", "first_name"].into_iter().map(String::from).collect();
         assert_eq!(templates.variables(), expected);
     }
 
@@ -470,16 +385,13 @@ mod tests {
             "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}",
         )
         .expect("compiles");
-        let error = templates
-            .render(&serde_json::Map::new())
-            .expect_err("out of fuel");
+        let error = templates.render(&serde_json::Map::new()).expect_err("out of fuel");
         assert!(error.to_string().contains("out of fuel"), "{error}");
     }
 
     #[test]
     fn self_includes_stop_at_the_recursion_limit() {
-        let templates =
-            MailTemplates::compile("s", "", "{% include 'text_template' %}").expect("compiles");
+        let templates = MailTemplates::compile("s", "", "{% include 'text_template' %}").expect("compiles");
         assert!(templates.render(&serde_json::Map::new()).is_err());
         let templates = MailTemplates::compile("s", "", "{% include 'other' %}").expect("compiles");
         assert!(templates.render(&serde_json::Map::new()).is_err());
@@ -487,15 +399,9 @@ mod tests {
 
     #[test]
     fn huge_output_is_refused() {
-        let templates = MailTemplates::compile(
-            "s",
-            "",
-            "{% for i in range(40) %}{{ 'x' * 1000000 }}{% endfor %}",
-        )
-        .expect("compiles");
-        let error = templates
-            .render(&serde_json::Map::new())
-            .expect_err("too large");
+        let templates = MailTemplates::compile("s", "", "{% for i in range(40) %}{{ 'x' * 1000000 }}{% endfor %}")
+            .expect("compiles");
+        let error = templates.render(&serde_json::Map::new()).expect_err("too large");
         assert!(error.to_string().contains("exceeds"), "{error}");
     }
 

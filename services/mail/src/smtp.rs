@@ -53,9 +53,7 @@ pub struct RelayConfig {
 mod humantime_secs {
     use std::time::Duration;
 
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Duration, D::Error> {
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
         let seconds: f64 = serde::Deserialize::deserialize(deserializer)?;
         Duration::try_from_secs_f64(seconds).map_err(serde::de::Error::custom)
     }
@@ -96,10 +94,7 @@ pub enum ConnectError {
     #[error("connecting to {address} timed out")]
     Timeout { address: String },
     #[error("connecting to {address}: {source}")]
-    Io {
-        address: String,
-        source: std::io::Error,
-    },
+    Io { address: String, source: std::io::Error },
     #[error("smtp greeting/ehlo with {address} failed: {detail}")]
     Handshake { address: String, detail: String },
     #[error("relay {address} does not offer STARTTLS, which the configuration requires")]
@@ -120,51 +115,25 @@ pub struct SmtpSession {
 /// Opens a connection: TCP with `TCP_NODELAY`, greeting, EHLO, STARTTLS and AUTH as configured.
 pub async fn connect(config: &RelayConfig) -> Result<SmtpSession, ConnectError> {
     let address = format!("{}:{}", config.host, config.port);
-    let stream = tokio::time::timeout(
-        config.connect_timeout,
-        TcpStream::connect((config.host.as_str(), config.port)),
-    )
-    .await
-    .map_err(|_| ConnectError::Timeout {
-        address: address.clone(),
-    })?
-    .map_err(|source| ConnectError::Io {
-        address: address.clone(),
-        source,
-    })?;
-    stream
-        .set_nodelay(true)
-        .map_err(|source| ConnectError::Io {
-            address: address.clone(),
-            source,
-        })?;
+    let stream = tokio::time::timeout(config.connect_timeout, TcpStream::connect((config.host.as_str(), config.port)))
+        .await
+        .map_err(|_| ConnectError::Timeout { address: address.clone() })?
+        .map_err(|source| ConnectError::Io { address: address.clone(), source })?;
+    stream.set_nodelay(true).map_err(|source| ConnectError::Io { address: address.clone(), source })?;
     let hello = ClientId::Domain(config.hello_name.clone());
     let handshake = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &hello);
     let mut connection = tokio::time::timeout(config.command_timeout, handshake)
         .await
-        .map_err(|_| ConnectError::Handshake {
-            address: address.clone(),
-            detail: "timed out".into(),
-        })?
-        .map_err(|error| ConnectError::Handshake {
-            address: address.clone(),
-            detail: error_text(&error),
-        })?;
+        .map_err(|_| ConnectError::Handshake { address: address.clone(), detail: "timed out".into() })?
+        .map_err(|error| ConnectError::Handshake { address: address.clone(), detail: error_text(&error) })?;
     if config.tls != RelayTls::None {
         if connection.can_starttls() {
-            let parameters = TlsParameters::new_rustls(config.host.clone()).map_err(|error| {
-                ConnectError::Handshake {
-                    address: address.clone(),
-                    detail: error_text(&error),
-                }
-            })?;
+            let parameters = TlsParameters::new_rustls(config.host.clone())
+                .map_err(|error| ConnectError::Handshake { address: address.clone(), detail: error_text(&error) })?;
             connection
                 .starttls(parameters, &hello)
                 .await
-                .map_err(|error| ConnectError::Handshake {
-                    address: address.clone(),
-                    detail: error_text(&error),
-                })?;
+                .map_err(|error| ConnectError::Handshake { address: address.clone(), detail: error_text(&error) })?;
         } else if config.tls == RelayTls::Required {
             return Err(ConnectError::StartTlsUnavailable { address });
         }
@@ -174,10 +143,7 @@ pub async fn connect(config: &RelayConfig) -> Result<SmtpSession, ConnectError> 
         connection
             .auth(&[Mechanism::Plain, Mechanism::Login], &credentials)
             .await
-            .map_err(|error| ConnectError::Auth {
-                address: address.clone(),
-                detail: error_text(&error),
-            })?;
+            .map_err(|error| ConnectError::Auth { address: address.clone(), detail: error_text(&error) })?;
     }
     Ok(SmtpSession {
         connection,
@@ -206,9 +172,7 @@ fn reply_of(
             let lines: Vec<&str> = response.message().collect();
             Some(SmtpReply::from_lines(u16::from(response.code()), &lines))
         }
-        Err(error) => error
-            .status()
-            .map(|code| SmtpReply::from_lines(u16::from(code), &[error_text(error)])),
+        Err(error) => error.status().map(|code| SmtpReply::from_lines(u16::from(code), &[error_text(error)])),
     }
 }
 
@@ -224,25 +188,17 @@ enum Stage {
 impl SmtpSession {
     /// Whether this connection can carry another transaction.
     pub fn is_reusable(&self) -> bool {
-        !self.broken
-            && !self.connection.has_broken()
-            && self.num_transactions < self.max_transactions
+        !self.broken && !self.connection.has_broken() && self.num_transactions < self.max_transactions
     }
 
     /// One transaction: MAIL FROM, RCPT TO, DATA and the message (which must use CRLF line
     /// endings; dot-stuffing happens here). Every reply passes the one classifier.
-    pub async fn deliver(
-        &mut self,
-        return_path: &str,
-        recipient: &str,
-        message: &[u8],
-    ) -> DeliveryOutcome {
+    pub async fn deliver(&mut self, return_path: &str, recipient: &str, message: &[u8]) -> DeliveryOutcome {
         self.num_transactions += 1;
         let from = match return_path.parse::<Address>() {
             Ok(address) => Some(address),
             Err(error) => {
-                return self
-                    .local_failure(format!("return path {return_path:?} is not valid: {error}"));
+                return self.local_failure(format!("return path {return_path:?} is not valid: {error}"));
             }
         };
         let to = match recipient.parse::<Address>() {
@@ -266,15 +222,13 @@ impl SmtpSession {
             self.reset_after_rejection().await;
             return outcome;
         }
-        let result =
-            tokio::time::timeout(self.command_timeout, self.connection.message(message)).await;
+        let result = tokio::time::timeout(self.command_timeout, self.connection.message(message)).await;
         self.finish(Stage::Message, result)
     }
 
     /// Sends one command; `None` when the reply was positive and the transaction goes on.
     async fn step<C: fmt::Display>(&mut self, stage: Stage, command: C) -> Option<DeliveryOutcome> {
-        let result =
-            tokio::time::timeout(self.command_timeout, self.connection.command(command)).await;
+        let result = tokio::time::timeout(self.command_timeout, self.connection.command(command)).await;
         if matches!(result, Ok(Ok(_))) {
             return None;
         }
@@ -282,10 +236,7 @@ impl SmtpSession {
     }
 
     fn local_failure(&mut self, detail: String) -> DeliveryOutcome {
-        DeliveryOutcome::TemporaryFailure {
-            reply: None,
-            detail,
-        }
+        DeliveryOutcome::TemporaryFailure { reply: None, detail }
     }
 
     fn finish(
@@ -312,10 +263,7 @@ impl SmtpSession {
             Some(reply) => classify_smtp_reply(reply),
             None => {
                 self.broken = true;
-                let detail = result
-                    .err()
-                    .map(|error| error_text(&error))
-                    .unwrap_or_default();
+                let detail = result.err().map(|error| error_text(&error)).unwrap_or_default();
                 DeliveryOutcome::TemporaryFailure {
                     reply: None,
                     detail: if after_message {

@@ -49,10 +49,7 @@ fn python_with_dkimpy() -> &'static Path {
             if venv.exists() {
                 fs::remove_dir_all(&venv).expect("remove half-made venv");
             }
-            run_setup(
-                Command::new("python3").args(["-m", "venv"]).arg(&venv),
-                "python3 -m venv",
-            );
+            run_setup(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv");
             run_setup(
                 Command::new(&python).args([
                     "-m",
@@ -72,9 +69,7 @@ fn python_with_dkimpy() -> &'static Path {
 }
 
 fn run_setup(command: &mut Command, what: &str) {
-    let output = command
-        .output()
-        .unwrap_or_else(|error| panic!("{what}: could not start: {error}"));
+    let output = command.output().unwrap_or_else(|error| panic!("{what}: could not start: {error}"));
     assert!(
         output.status.success(),
         "{what} failed ({}); the independent DKIM verifier cannot run without it.\nstdout:\n{}\nstderr:\n{}",
@@ -88,9 +83,7 @@ fn run_setup(command: &mut Command, what: &str) {
 fn verify(message: &[u8]) -> Output {
     let file = tempfile::NamedTempFile::new().expect("temp file");
     fs::write(file.path(), message).expect("write message");
-    let record = |selector: &str, name: &str| {
-        format!("{selector}._domainkey.{DOMAIN}={}", fixture(name).trim())
-    };
+    let record = |selector: &str, name: &str| format!("{selector}._domainkey.{DOMAIN}={}", fixture(name).trim());
     Command::new(python_with_dkimpy())
         .arg(workspace_root().join("tests/python/verify_dkim.py"))
         .arg(file.path())
@@ -162,10 +155,7 @@ fn mailing_message() -> Vec<u8> {
             &EmailAddress::parse("joerg@example.org").expect("valid"),
             &content,
             &[
-                (
-                    "List-Unsubscribe",
-                    "<https://shop.example/u/abc>, <mailto:u-abc@shop.example>",
-                ),
+                ("List-Unsubscribe", "<https://shop.example/u/abc>, <mailto:u-abc@shop.example>"),
                 ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
             ],
             "m-1@shop.example",
@@ -176,63 +166,33 @@ fn mailing_message() -> Vec<u8> {
 
 #[test]
 fn dual_rsa_and_ed25519_signatures_verify_with_dkimpy() {
-    let signed = dual_signers()
-        .sign(&domain(), &mailing_message())
-        .expect("signs")
-        .expect("has keys");
+    let signed = dual_signers().sign(&domain(), &mailing_message()).expect("signs").expect("has keys");
     let output = verify(&signed);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", report(&output));
     assert_eq!(stdout.lines().count(), 2, "{}", report(&output));
-    assert!(
-        stdout.contains(&format!("ok d={DOMAIN} s={RSA_SELECTOR} a=rsa-sha256")),
-        "{}",
-        report(&output)
-    );
-    assert!(
-        stdout.contains(&format!(
-            "ok d={DOMAIN} s={ED25519_SELECTOR} a=ed25519-sha256"
-        )),
-        "{}",
-        report(&output)
-    );
+    assert!(stdout.contains(&format!("ok d={DOMAIN} s={RSA_SELECTOR} a=rsa-sha256")), "{}", report(&output));
+    assert!(stdout.contains(&format!("ok d={DOMAIN} s={ED25519_SELECTOR} a=ed25519-sha256")), "{}", report(&output));
 }
 
 #[test]
 fn a_body_ending_in_whitespace_only_lines_verifies_after_normalisation() {
     let raw = b"From: news@shop.example\r\nTo: a@example.org\r\nSubject: x\r\n\r\nHallo  \r\n \r\n\r\n\t \r\n  \r\n";
-    let signed = dual_signers()
-        .sign(&domain(), raw)
-        .expect("signs")
-        .expect("has keys");
-    assert!(
-        signed.ends_with(b"\r\n\r\nHallo  \r\n"),
-        "trailing whitespace lines are removed"
-    );
+    let signed = dual_signers().sign(&domain(), raw).expect("signs").expect("has keys");
+    assert!(signed.ends_with(b"\r\n\r\nHallo  \r\n"), "trailing whitespace lines are removed");
     let output = verify(&signed);
     assert!(output.status.success(), "{}", report(&output));
 }
 
 #[test]
 fn a_message_with_one_body_byte_changed_fails_verification() {
-    let mut signed = dual_signers()
-        .sign(&domain(), &mailing_message())
-        .expect("signs")
-        .expect("has keys");
-    let position = signed
-        .windows(7)
-        .position(|window| window == b"Angebot")
-        .expect("body text present");
+    let mut signed = dual_signers().sign(&domain(), &mailing_message()).expect("signs").expect("has keys");
+    let position = signed.windows(7).position(|window| window == b"Angebot").expect("body text present");
     signed[position] = b'X';
     let output = verify(&signed);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{}", report(&output));
-    assert_eq!(
-        stdout.matches("body hash mismatch").count(),
-        2,
-        "{}",
-        report(&output)
-    );
+    assert_eq!(stdout.matches("body hash mismatch").count(), 2, "{}", report(&output));
 }
 
 #[test]
@@ -249,10 +209,9 @@ fn signatures_verify_whatever_the_selector_length() {
     let selectors: Vec<String> = (1..=30).map(|length| "s".repeat(length)).collect();
     let mut configs = Vec::new();
     for (index, selector) in selectors.iter().enumerate() {
-        for (suffix, algorithm, pem) in [
-            ("r", DkimAlgorithm::Rsa, "rsa.pem"),
-            ("e", DkimAlgorithm::Ed25519, "ed25519.pem"),
-        ] {
+        for (suffix, algorithm, pem) in
+            [("r", DkimAlgorithm::Rsa, "rsa.pem"), ("e", DkimAlgorithm::Ed25519, "ed25519.pem")]
+        {
             configs.push(DkimKeyConfig {
                 domain: DOMAIN.into(),
                 selector: format!("{suffix}{}", &selector[..index]),
@@ -264,38 +223,18 @@ fn signatures_verify_whatever_the_selector_length() {
     let signers = DkimSigners::from_configs(&configs).expect("keys parse");
     let raw = b"From: news@shop.example\r\nTo: a@example.org\r\nSubject: x\r\n\r\nHallo\r\n";
     for message in [raw.to_vec(), mailing_message()] {
-        let signed = signers
-            .sign(&domain(), &message)
-            .expect("signs")
-            .expect("has keys");
+        let signed = signers.sign(&domain(), &message).expect("signs").expect("has keys");
         let file = tempfile::NamedTempFile::new().expect("temp file");
         fs::write(file.path(), &signed).expect("write message");
         let mut command = Command::new(python_with_dkimpy());
-        command
-            .arg(workspace_root().join("tests/python/verify_dkim.py"))
-            .arg(file.path());
+        command.arg(workspace_root().join("tests/python/verify_dkim.py")).arg(file.path());
         for config in &configs {
-            let txt = if config.algorithm == DkimAlgorithm::Rsa {
-                "rsa.txt"
-            } else {
-                "ed25519.txt"
-            };
-            command.arg("--txt").arg(format!(
-                "{}._domainkey.{DOMAIN}={}",
-                config.selector,
-                fixture(txt).trim()
-            ));
+            let txt = if config.algorithm == DkimAlgorithm::Rsa { "rsa.txt" } else { "ed25519.txt" };
+            command.arg("--txt").arg(format!("{}._domainkey.{DOMAIN}={}", config.selector, fixture(txt).trim()));
         }
         let output = command.output().expect("run verify_dkim.py");
         assert!(output.status.success(), "{}", report(&output));
-        assert_eq!(
-            String::from_utf8_lossy(&output.stdout)
-                .matches("ok ")
-                .count(),
-            60,
-            "{}",
-            report(&output)
-        );
+        assert_eq!(String::from_utf8_lossy(&output.stdout).matches("ok ").count(), 60, "{}", report(&output));
     }
 }
 
@@ -304,8 +243,7 @@ fn signatures_verify_whatever_the_selector_length() {
 /// the workaround can be revisited.
 #[test]
 fn unnormalised_trailing_whitespace_breaks_mail_auth_0_13_3_signatures() {
-    let raw: &[u8] =
-        b"From: news@shop.example\r\nTo: a@example.org\r\nSubject: x\r\n\r\nHallo\r\n \r\n";
+    let raw: &[u8] = b"From: news@shop.example\r\nTo: a@example.org\r\nSubject: x\r\n\r\nHallo\r\n \r\n";
     let pem = fixture("ed25519.pem");
     let der = PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes()).expect("pkcs8 pem");
     let key = Ed25519Key::from_pkcs8_maybe_unchecked_der(der.secret_pkcs8_der()).expect("key");
@@ -323,9 +261,5 @@ fn unnormalised_trailing_whitespace_breaks_mail_auth_0_13_3_signatures() {
     let output = verify(&signed);
     assert_eq!(output.status.code(), Some(1), "{}", report(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains("fail") && stdout.contains("body hash mismatch"),
-        "{}",
-        report(&output)
-    );
+    assert!(stdout.contains("fail") && stdout.contains("body hash mismatch"), "{}", report(&output));
 }

@@ -14,10 +14,7 @@ fn address(raw: &str) -> EmailAddress {
 }
 
 fn mailbox(name: &str, raw: &str) -> Mailbox {
-    Mailbox {
-        name: Some(name.to_owned()),
-        address: address(raw),
-    }
+    Mailbox { name: Some(name.to_owned()), address: address(raw) }
 }
 
 fn pdf() -> Attachment {
@@ -50,26 +47,16 @@ fn template(attachments: Vec<Attachment>) -> MessageTemplate {
 }
 
 fn content(subject: &str, html: Option<&str>, text: Option<&str>) -> RenderedContent {
-    RenderedContent {
-        subject: subject.to_owned(),
-        html: html.map(String::from),
-        text: text.map(String::from),
-    }
+    RenderedContent { subject: subject.to_owned(), html: html.map(String::from), text: text.map(String::from) }
 }
 
 fn build(template: &MessageTemplate, content: &RenderedContent) -> Vec<u8> {
-    let date = chrono::Utc
-        .with_ymd_and_hms(2025, 3, 7, 9, 5, 0)
-        .single()
-        .expect("valid date");
+    let date = chrono::Utc.with_ymd_and_hms(2025, 3, 7, 9, 5, 0).single().expect("valid date");
     template
         .build(
             &address("max@example.org"),
             content,
-            &[
-                ("X-Sendwerk-Ref", "r-42"),
-                ("List-Unsubscribe", "<https://shop.example/u/r-42>"),
-            ],
+            &[("X-Sendwerk-Ref", "r-42"), ("List-Unsubscribe", "<https://shop.example/u/r-42>")],
             "abc123@shop.example",
             date,
         )
@@ -84,11 +71,7 @@ fn parse(raw: &[u8]) -> Message<'_> {
 fn structure(message: &Message<'_>, part_id: u32) -> String {
     let part = message.part(part_id).expect("part exists");
     let content_type = part.content_type().expect("every part has a content type");
-    let name = format!(
-        "{}/{}",
-        content_type.ctype(),
-        content_type.subtype().unwrap_or("?")
-    );
+    let name = format!("{}/{}", content_type.ctype(), content_type.subtype().unwrap_or("?"));
     match &part.body {
         PartType::Multipart(children) => {
             let inner: Vec<String> = children.iter().map(|id| structure(message, *id)).collect();
@@ -120,36 +103,11 @@ fn each_combination_of_parts_gets_the_right_structure() {
     let cases = [
         (vec![], None, text, "text/plain"),
         (vec![], html, None, "text/html"),
-        (
-            vec![],
-            html,
-            text,
-            "multipart/alternative[text/plain,text/html]",
-        ),
-        (
-            vec![logo()],
-            html,
-            None,
-            "multipart/related[text/html,image/png]",
-        ),
-        (
-            vec![logo()],
-            html,
-            text,
-            "multipart/related[multipart/alternative[text/plain,text/html],image/png]",
-        ),
-        (
-            vec![pdf()],
-            None,
-            text,
-            "multipart/mixed[text/plain,application/pdf]",
-        ),
-        (
-            vec![pdf()],
-            html,
-            text,
-            "multipart/mixed[multipart/alternative[text/plain,text/html],application/pdf]",
-        ),
+        (vec![], html, text, "multipart/alternative[text/plain,text/html]"),
+        (vec![logo()], html, None, "multipart/related[text/html,image/png]"),
+        (vec![logo()], html, text, "multipart/related[multipart/alternative[text/plain,text/html],image/png]"),
+        (vec![pdf()], None, text, "multipart/mixed[text/plain,application/pdf]"),
+        (vec![pdf()], html, text, "multipart/mixed[multipart/alternative[text/plain,text/html],application/pdf]"),
         (
             vec![logo(), pdf()],
             html,
@@ -157,12 +115,7 @@ fn each_combination_of_parts_gets_the_right_structure() {
             "multipart/mixed[multipart/related[multipart/alternative[text/plain,text/html],image/png],application/pdf]",
         ),
         // Without HTML nothing can reference an inline image: it travels as a plain part.
-        (
-            vec![logo()],
-            None,
-            text,
-            "multipart/mixed[text/plain,image/png]",
-        ),
+        (vec![logo()], None, text, "multipart/mixed[text/plain,image/png]"),
     ];
     for (attachments, html, text, expected) in cases {
         let raw = build(&template(attachments), &content("Hi", html, text));
@@ -171,15 +124,11 @@ fn each_combination_of_parts_gets_the_right_structure() {
         assert_eq!(structure(&message, 0), expected);
         // A single-part body gets the CRLF every message must end with; parts keep theirs.
         if let Some(text) = text {
-            let decoded_text = message
-                .body_text(0)
-                .map(|body| body.trim_end_matches("\r\n").to_owned());
+            let decoded_text = message.body_text(0).map(|body| body.trim_end_matches("\r\n").to_owned());
             assert_eq!(decoded_text.as_deref(), Some(text), "{expected}");
         }
         if let Some(html) = html {
-            let decoded_html = message
-                .body_html(0)
-                .map(|body| body.trim_end_matches("\r\n").to_owned());
+            let decoded_html = message.body_html(0).map(|body| body.trim_end_matches("\r\n").to_owned());
             assert_eq!(decoded_html.as_deref(), Some(html));
         }
     }
@@ -189,11 +138,7 @@ fn each_combination_of_parts_gets_the_right_structure() {
 fn headers_come_in_a_fixed_order_and_parse_back() {
     let raw = build(&template(vec![]), &content("Hi", None, Some("x")));
     let message = parse(&raw);
-    let names: Vec<&str> = message
-        .headers()
-        .iter()
-        .map(|header| header.name())
-        .collect();
+    let names: Vec<&str> = message.headers().iter().map(|header| header.name()).collect();
     assert_eq!(
         names,
         [
@@ -211,22 +156,14 @@ fn headers_come_in_a_fixed_order_and_parse_back() {
             "Content-Transfer-Encoding",
         ]
     );
-    assert!(raw.starts_with(
-        b"Date: Fri, 07 Mar 2025 09:05:00 +0000\r\nFrom: \"Shop, Inc.\" <news@shop.example>\r\n"
-    ));
+    assert!(raw.starts_with(b"Date: Fri, 07 Mar 2025 09:05:00 +0000\r\nFrom: \"Shop, Inc.\" <news@shop.example>\r\n"));
     assert_eq!(message.message_id(), Some("abc123@shop.example"));
     let from = message.from().and_then(|from| from.first()).expect("from");
     assert_eq!(from.name.as_deref(), Some("Shop, Inc."));
     assert_eq!(from.address.as_deref(), Some("news@shop.example"));
-    let reply_to = message
-        .reply_to()
-        .and_then(|r| r.first())
-        .expect("reply-to");
+    let reply_to = message.reply_to().and_then(|r| r.first()).expect("reply-to");
     assert_eq!(reply_to.address.as_deref(), Some("service@shop.example"));
-    assert_eq!(
-        message.date().map(|date| date.to_timestamp()),
-        Some(1_741_338_300)
-    );
+    assert_eq!(message.date().map(|date| date.to_timestamp()), Some(1_741_338_300));
 }
 
 #[test]
@@ -249,16 +186,9 @@ fn non_ascii_and_emoji_subjects_and_names_decode_back() {
         .expect("valid");
         let raw = build(&template, &content(&subject, None, Some("x")));
         assert_wire_safe(&raw);
-        let head_end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("has body");
+        let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("has body");
         for line in raw[..head_end].split(|&b| b == b'\n') {
-            assert!(
-                line.len() <= 79,
-                "header line over 78: {}",
-                String::from_utf8_lossy(line)
-            );
+            assert!(line.len() <= 79, "header line over 78: {}", String::from_utf8_lossy(line));
         }
         let message = parse(&raw);
         assert_eq!(message.subject(), Some(subject.as_str()));
@@ -278,10 +208,7 @@ fn line_breaks_in_merged_subjects_and_names_cannot_inject_headers() {
     ];
     for attack in attacks {
         let template = MessageTemplate::new(
-            Mailbox {
-                name: Some(attack.to_owned()),
-                address: address("news@shop.example"),
-            },
+            Mailbox { name: Some(attack.to_owned()), address: address("news@shop.example") },
             None,
             vec![],
             vec![],
@@ -296,15 +223,8 @@ fn line_breaks_in_merged_subjects_and_names_cannot_inject_headers() {
         // Content-Type Content-Transfer-Encoding: nothing else.
         assert_eq!(message.headers().len(), 10, "{attack:?}");
         let raw_text = String::from_utf8_lossy(&raw);
-        assert!(
-            !raw_text.contains("\nBcc:") && !raw_text.contains("\nX: y"),
-            "{attack:?}"
-        );
-        assert!(
-            message
-                .subject()
-                .is_some_and(|subject| subject.contains("Bcc: victim"))
-        );
+        assert!(!raw_text.contains("\nBcc:") && !raw_text.contains("\nX: y"), "{attack:?}");
+        assert!(message.subject().is_some_and(|subject| subject.contains("Bcc: victim")));
     }
 }
 
@@ -314,20 +234,13 @@ fn caller_headers_with_line_breaks_or_reserved_names_are_rejected() {
     let body = content("s", None, Some("x"));
     let date = chrono::Utc::now();
     let to = address("max@example.org");
-    let build_with =
-        |headers: &[(&str, &str)]| template.build(&to, &body, headers, "a@b.example", date);
+    let build_with = |headers: &[(&str, &str)]| template.build(&to, &body, headers, "a@b.example", date);
     assert!(matches!(
         build_with(&[("List-Unsubscribe", "<x>\r\nBcc: v@example.net")]),
         Err(MimeError::InvalidHeaderValue { name, .. }) if name == "List-Unsubscribe"
     ));
-    assert!(matches!(
-        build_with(&[("DKIM-Signature", "v=1")]),
-        Err(MimeError::ReservedHeader { .. })
-    ));
-    assert!(matches!(
-        build_with(&[("Content-Type", "text/html")]),
-        Err(MimeError::ReservedHeader { .. })
-    ));
+    assert!(matches!(build_with(&[("DKIM-Signature", "v=1")]), Err(MimeError::ReservedHeader { .. })));
+    assert!(matches!(build_with(&[("Content-Type", "text/html")]), Err(MimeError::ReservedHeader { .. })));
     let bad_extra = MessageTemplate::new(
         mailbox("a", "news@shop.example"),
         None,
@@ -351,20 +264,14 @@ fn long_lines_long_words_and_long_headers_stay_within_998_bytes() {
         .build(
             &address("max@example.org"),
             &content(&"Betreff ".repeat(60), Some(&html), Some(&text)),
-            &[
-                ("List-Unsubscribe", &unsubscribe),
-                ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-            ],
+            &[("List-Unsubscribe", &unsubscribe), ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")],
             &generate_message_id("shop.example"),
             chrono::Utc::now(),
         )
         .expect("builds");
     assert_wire_safe(&raw);
     let message = parse(&raw);
-    assert_eq!(
-        message.body_text(0).as_deref(),
-        Some(text.replace('\n', "\r\n").as_str())
-    );
+    assert_eq!(message.body_text(0).as_deref(), Some(text.replace('\n', "\r\n").as_str()));
     assert_eq!(message.body_html(0).as_deref(), Some(html.as_str()));
     let header = message.header_raw("List-Unsubscribe").expect("present");
     assert_eq!(header.replace("\r\n", "").trim(), unsubscribe);
@@ -375,11 +282,7 @@ fn body_lines_starting_with_a_dot_survive_smtp_dot_handling() {
     let text = "line one\n.\n.. two dots\r\n.leading\rFrom here\n";
     let raw = build(&template(vec![]), &content("s", None, Some(text)));
     assert_wire_safe(&raw);
-    assert!(
-        !raw.split(|&b| b == b'\n')
-            .any(|line| line.starts_with(b".")),
-        "no raw line starts with '.'"
-    );
+    assert!(!raw.split(|&b| b == b'\n').any(|line| line.starts_with(b".")), "no raw line starts with '.'");
     let message = parse(&raw);
     let expected = "line one\r\n.\r\n.. two dots\r\n.leading\r\nFrom here\r\n";
     assert_eq!(message.body_text(0).as_deref(), Some(expected));
@@ -387,23 +290,14 @@ fn body_lines_starting_with_a_dot_survive_smtp_dot_handling() {
 
 #[test]
 fn attachments_decode_back_byte_for_byte() {
-    let raw = build(
-        &template(vec![logo(), pdf()]),
-        &content("s", Some("<img src=\"cid:logo@shop\">"), None),
-    );
+    let raw = build(&template(vec![logo(), pdf()]), &content("s", Some("<img src=\"cid:logo@shop\">"), None));
     let message = parse(&raw);
     let attachments: Vec<_> = message.attachments().collect();
     assert_eq!(attachments.len(), 2);
-    let logo_part = attachments
-        .iter()
-        .find(|p| p.content_id() == Some("logo@shop"))
-        .expect("inline logo");
+    let logo_part = attachments.iter().find(|p| p.content_id() == Some("logo@shop")).expect("inline logo");
     assert_eq!(logo_part.contents(), logo().content.as_slice());
     assert_eq!(logo_part.attachment_name(), Some("logo.png"));
-    let pdf_part = attachments
-        .iter()
-        .find(|p| p.content_id().is_none())
-        .expect("pdf");
+    let pdf_part = attachments.iter().find(|p| p.content_id().is_none()).expect("pdf");
     assert_eq!(pdf_part.contents(), pdf().content.as_slice());
     assert_eq!(pdf_part.attachment_name(), Some("Preisliste Ü.pdf"));
 }
@@ -411,44 +305,17 @@ fn attachments_decode_back_byte_for_byte() {
 #[test]
 fn invalid_attachments_are_rejected_naming_the_file() {
     let cases = [
-        Attachment {
-            content_type: "application".into(),
-            ..pdf()
-        },
-        Attachment {
-            content_type: "text/plain; charset=x".into(),
-            ..pdf()
-        },
-        Attachment {
-            filename: "a\r\nb.pdf".into(),
-            ..pdf()
-        },
-        Attachment {
-            filename: "../etc/passwd".into(),
-            ..pdf()
-        },
-        Attachment {
-            filename: String::new(),
-            ..pdf()
-        },
-        Attachment {
-            content_id: Some("lo go".into()),
-            ..logo()
-        },
-        Attachment {
-            content_id: Some("<logo>".into()),
-            ..logo()
-        },
+        Attachment { content_type: "application".into(), ..pdf() },
+        Attachment { content_type: "text/plain; charset=x".into(), ..pdf() },
+        Attachment { filename: "a\r\nb.pdf".into(), ..pdf() },
+        Attachment { filename: "../etc/passwd".into(), ..pdf() },
+        Attachment { filename: String::new(), ..pdf() },
+        Attachment { content_id: Some("lo go".into()), ..logo() },
+        Attachment { content_id: Some("<logo>".into()), ..logo() },
     ];
     for attachment in cases {
         let filename = attachment.filename.clone();
-        let result = MessageTemplate::new(
-            mailbox("a", "news@shop.example"),
-            None,
-            vec![],
-            vec![attachment],
-            LIMIT,
-        );
+        let result = MessageTemplate::new(mailbox("a", "news@shop.example"), None, vec![], vec![attachment], LIMIT);
         assert!(
             matches!(&result, Err(MimeError::InvalidAttachment { filename: named, .. }) if *named == filename),
             "{filename:?}: {result:?}"
@@ -458,14 +325,7 @@ fn invalid_attachments_are_rejected_naming_the_file() {
 
 #[test]
 fn messages_over_the_size_limit_are_refused() {
-    let small = MessageTemplate::new(
-        mailbox("a", "news@shop.example"),
-        None,
-        vec![],
-        vec![],
-        2000,
-    )
-    .expect("valid");
+    let small = MessageTemplate::new(mailbox("a", "news@shop.example"), None, vec![], vec![], 2000).expect("valid");
     let result = small.build(
         &address("max@example.org"),
         &content("s", None, Some(&"x".repeat(3000))),
@@ -473,21 +333,9 @@ fn messages_over_the_size_limit_are_refused() {
         "a@b.example",
         chrono::Utc::now(),
     );
-    assert!(
-        matches!(result, Err(MimeError::TooLarge { size, limit: 2000 }) if size > 2000),
-        "{result:?}"
-    );
-    let attachment_too_big = MessageTemplate::new(
-        mailbox("a", "news@shop.example"),
-        None,
-        vec![],
-        vec![pdf()],
-        1000,
-    );
-    assert!(matches!(
-        attachment_too_big,
-        Err(MimeError::TooLarge { .. })
-    ));
+    assert!(matches!(result, Err(MimeError::TooLarge { size, limit: 2000 }) if size > 2000), "{result:?}");
+    let attachment_too_big = MessageTemplate::new(mailbox("a", "news@shop.example"), None, vec![], vec![pdf()], 1000);
+    assert!(matches!(attachment_too_big, Err(MimeError::TooLarge { .. })));
 }
 
 #[test]
@@ -498,8 +346,5 @@ fn boundaries_differ_between_messages() {
     let second = build(&template, &body);
     assert_ne!(first, second);
     let message = parse(&first);
-    assert_eq!(
-        structure(&message, 0),
-        "multipart/mixed[multipart/alternative[text/plain,text/html],application/pdf]"
-    );
+    assert_eq!(structure(&message, 0), "multipart/mixed[multipart/alternative[text/plain,text/html],application/pdf]");
 }

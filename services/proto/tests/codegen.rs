@@ -10,8 +10,7 @@ fn crate_dir() -> PathBuf {
 
 fn generate_into(out_dir: &Path) -> Vec<u8> {
     let proto_root = crate_dir().join("../../proto");
-    let file_descriptors =
-        protox::compile(PROTO_FILES, [&proto_root]).expect("protos compile with protox");
+    let file_descriptors = protox::compile(PROTO_FILES, [&proto_root]).expect("protos compile with protox");
     let descriptor_bytes = prost::Message::encode_to_vec(&file_descriptors);
     tonic_prost_build::configure()
         .build_client(true)
@@ -27,8 +26,7 @@ fn generate_into(out_dir: &Path) -> Vec<u8> {
 fn codegen_is_fresh() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let descriptor_bytes = generate_into(scratch.path());
-    let generated =
-        std::fs::read_to_string(scratch.path().join("sendwerk.v1.rs")).expect("generated file");
+    let generated = std::fs::read_to_string(scratch.path().join("sendwerk.v1.rs")).expect("generated file");
     let gen_dir = crate_dir().join("src/gen");
     let committed_code_path = gen_dir.join("sendwerk.v1.rs");
     let committed_descriptor_path = gen_dir.join("sendwerk_descriptor.bin");

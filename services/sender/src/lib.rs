@@ -12,7 +12,5 @@ pub mod prepared;
 mod runner;
 
 pub use config::SenderConfig;
-pub use prepared::{
-    BuildError, BuiltMessage, PrepareError, PreparedMailing, merge_builtin_variables,
-};
+pub use prepared::{BuildError, BuiltMessage, PrepareError, PreparedMailing, merge_builtin_variables};
 pub use runner::{Sender, SenderStats};

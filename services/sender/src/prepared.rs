@@ -48,10 +48,7 @@ pub struct PreparedMailing {
 }
 
 impl PreparedMailing {
-    pub fn prepare(
-        record: &MailingRecord,
-        max_message_bytes: usize,
-    ) -> Result<Arc<Self>, PrepareError> {
+    pub fn prepare(record: &MailingRecord, max_message_bytes: usize) -> Result<Arc<Self>, PrepareError> {
         let content = &record.content;
         let from = EmailAddress::parse(&content.from_email)
             .map_err(|_| PrepareError::FromAddress(content.from_email.clone()))?;
@@ -60,16 +57,10 @@ impl PreparedMailing {
         } else {
             let address = EmailAddress::parse(&content.reply_to_email)
                 .map_err(|_| PrepareError::ReplyTo(content.reply_to_email.clone()))?;
-            Some(Mailbox {
-                name: non_empty(&content.reply_to_name),
-                address,
-            })
+            Some(Mailbox { name: non_empty(&content.reply_to_name), address })
         };
-        let templates = MailTemplates::compile(
-            &content.subject_template,
-            &content.html_template,
-            &content.text_template,
-        )?;
+        let templates =
+            MailTemplates::compile(&content.subject_template, &content.html_template, &content.text_template)?;
         let attachments = content
             .attachments
             .iter()
@@ -83,22 +74,13 @@ impl PreparedMailing {
         let from_domain = from.domain().clone();
         let return_path = from.to_string();
         let message = MessageTemplate::new(
-            Mailbox {
-                name: non_empty(&content.from_name),
-                address: from,
-            },
+            Mailbox { name: non_empty(&content.from_name), address: from },
             reply_to,
             content.headers.clone(),
             attachments,
             max_message_bytes,
         )?;
-        Ok(Arc::new(Self {
-            id: record.id,
-            templates,
-            message,
-            from_domain,
-            return_path,
-        }))
+        Ok(Arc::new(Self { id: record.id, templates, message, from_domain, return_path }))
     }
 
     /// Renders and builds the message for one recipient (unsigned). `reference` goes into the
@@ -121,9 +103,7 @@ impl PreparedMailing {
         if test_marker {
             headers.push(("X-Sendwerk-Test", "yes"));
         }
-        let bytes = self
-            .message
-            .build(to, &content, &headers, &message_id, Utc::now())?;
+        let bytes = self.message.build(to, &content, &headers, &message_id, Utc::now())?;
         Ok(BuiltMessage { message_id, bytes })
     }
 
@@ -140,12 +120,8 @@ pub fn merge_builtin_variables(
     external_id: &str,
 ) -> RecipientVariables {
     let mut merged = variables.clone();
-    merged
-        .entry("email")
-        .or_insert_with(|| serde_json::Value::String(to.to_string()));
-    merged
-        .entry("external_id")
-        .or_insert_with(|| serde_json::Value::String(external_id.to_owned()));
+    merged.entry("email").or_insert_with(|| serde_json::Value::String(to.to_string()));
+    merged.entry("external_id").or_insert_with(|| serde_json::Value::String(external_id.to_owned()));
     merged
 }
 

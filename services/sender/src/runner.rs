@@ -102,9 +102,7 @@ impl Sender {
                 session: None,
             };
             connection_workers.spawn(
-                worker
-                    .run(Arc::clone(&job_rx), stop_rx.clone())
-                    .instrument(info_span!("sender_connection", index)),
+                worker.run(Arc::clone(&job_rx), stop_rx.clone()).instrument(info_span!("sender_connection", index)),
             );
         }
         let claimer = tokio::spawn(
@@ -192,17 +190,13 @@ async fn claim_loop(
     let all_shards: Vec<i16> = (0..NUM_SHARDS as i16).collect();
     let mut prepared: HashMap<MailingId, Option<Arc<PreparedMailing>>> = HashMap::new();
     let mut last_recovery = Instant::now() - Duration::from_secs(3600);
-    let recovery_interval =
-        (config.lease / 4).clamp(Duration::from_millis(200), Duration::from_secs(10));
+    let recovery_interval = (config.lease / 4).clamp(Duration::from_millis(200), Duration::from_secs(10));
     while !*stop_rx.borrow() {
         let round = async {
             if last_recovery.elapsed() >= recovery_interval {
                 let recovered = store.recover_expired_leases(10_000).await?;
                 if recovered > 0 {
-                    warn!(
-                        recovered,
-                        "recovered rows from an expired sender lease; outcome unknown, retrying"
-                    );
+                    warn!(recovered, "recovered rows from an expired sender lease; outcome unknown, retrying");
                 }
                 last_recovery = Instant::now();
             }
@@ -219,16 +213,13 @@ async fn claim_loop(
                     break;
                 }
                 let limit = (config.claim_batch_size as usize).min(free) as i64;
-                let claimed = store
-                    .claim_due_recipients(*mailing_id, &all_shards, limit, worker_id, config.lease)
-                    .await?;
+                let claimed =
+                    store.claim_due_recipients(*mailing_id, &all_shards, limit, worker_id, config.lease).await?;
                 if claimed.is_empty() {
                     continue;
                 }
                 num_claimed += claimed.len();
-                stats
-                    .claimed
-                    .fetch_add(claimed.len() as u64, Ordering::Relaxed);
+                stats.claimed.fetch_add(claimed.len() as u64, Ordering::Relaxed);
                 let mailing = match prepared.get(mailing_id) {
                     Some(entry) => entry.clone(),
                     None => {
@@ -238,14 +229,7 @@ async fn claim_loop(
                     }
                 };
                 for recipient in claimed {
-                    if job_tx
-                        .send(Job {
-                            recipient,
-                            mailing: mailing.clone(),
-                        })
-                        .await
-                        .is_err()
-                    {
+                    if job_tx.send(Job { recipient, mailing: mailing.clone() }).await.is_err() {
                         return Ok(num_claimed);
                     }
                 }
@@ -308,11 +292,7 @@ struct ConnectionWorker {
 }
 
 impl ConnectionWorker {
-    async fn run(
-        mut self,
-        job_rx: Arc<Mutex<mpsc::Receiver<Job>>>,
-        mut stop_rx: watch::Receiver<bool>,
-    ) {
+    async fn run(mut self, job_rx: Arc<Mutex<mpsc::Receiver<Job>>>, mut stop_rx: watch::Receiver<bool>) {
         loop {
             let job = {
                 let mut receiver = job_rx.lock().await;
@@ -367,45 +347,26 @@ impl ConnectionWorker {
             Ok(to) => to,
             Err(error) => {
                 self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                return RecipientOutcome {
-                    reason: Some(format!("skipped: invalid address: {error}")),
-                    ..base
-                };
+                return RecipientOutcome { reason: Some(format!("skipped: invalid address: {error}")), ..base };
             }
         };
         let reference = format!("{}.{}", mailing.id, recipient.id.get());
-        let built = mailing
-            .build(
-                &to,
-                &recipient.external_id,
-                &recipient.variables,
-                &reference,
-                false,
-            )
-            .map_err(crate::prepared::BuildError::from)
-            .and_then(|built| {
+        let built =
+            mailing.build(&to, &recipient.external_id, &recipient.variables, &reference, false).and_then(|built| {
                 let signed = self.signers.sign(&mailing.from_domain, &built.bytes)?;
-                Ok(crate::BuiltMessage {
-                    bytes: signed.unwrap_or(built.bytes),
-                    message_id: built.message_id,
-                })
+                Ok(crate::BuiltMessage { bytes: signed.unwrap_or(built.bytes), message_id: built.message_id })
             });
         let built = match built {
             Ok(built) => built,
             Err(error) => {
                 self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-                return RecipientOutcome {
-                    reason: Some(format!("skipped: {error}")),
-                    ..base
-                };
+                return RecipientOutcome { reason: Some(format!("skipped: {error}")), ..base };
             }
         };
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
-        let outcome = self
-            .deliver(&mailing.return_path, to.as_str(), &built.bytes)
-            .await;
+        let outcome = self.deliver(&mailing.return_path, to.as_str(), &built.bytes).await;
         self.outcome_for(base, recipient, outcome, built.message_id)
     }
 
@@ -418,19 +379,13 @@ impl ConnectionWorker {
                 Ok(session) => self.session = Some(session),
                 Err(error) => {
                     warn!(error = %error, "cannot connect to the relay");
-                    return DeliveryOutcome::TemporaryFailure {
-                        reply: None,
-                        detail: error.to_string(),
-                    };
+                    return DeliveryOutcome::TemporaryFailure { reply: None, detail: error.to_string() };
                 }
             }
         }
         match self.session.as_mut() {
             Some(session) => session.deliver(return_path, to, message).await,
-            None => DeliveryOutcome::TemporaryFailure {
-                reply: None,
-                detail: "no smtp session".into(),
-            },
+            None => DeliveryOutcome::TemporaryFailure { reply: None, detail: "no smtp session".into() },
         }
     }
 
@@ -450,11 +405,7 @@ impl ConnectionWorker {
         match outcome {
             DeliveryOutcome::Delivered(reply) => {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
-                RecipientOutcome {
-                    kind: OutcomeKind::Sent,
-                    message_id: Some(message_id),
-                    ..with_reply(base, &reply)
-                }
+                RecipientOutcome { kind: OutcomeKind::Sent, message_id: Some(message_id), ..with_reply(base, &reply) }
             }
             DeliveryOutcome::PermanentFailure(reply) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -468,21 +419,13 @@ impl ConnectionWorker {
             DeliveryOutcome::TemporaryFailure { reply, detail } => {
                 let base = match &reply {
                     Some(reply) => with_reply(base, reply),
-                    None => RecipientOutcome {
-                        reply: Some(detail.clone()),
-                        ..base
-                    },
+                    None => RecipientOutcome { reply: Some(detail.clone()), ..base },
                 };
                 let attempts = u32::try_from(recipient.attempts).unwrap_or(u32::MAX);
-                match self.config.retry.next_delay(
-                    attempts,
-                    recipient.since_first_attempt,
-                    rand::random::<f64>(),
-                ) {
+                match self.config.retry.next_delay(attempts, recipient.since_first_attempt, rand::random::<f64>()) {
                     Some(delay) => {
                         self.stats.deferred.fetch_add(1, Ordering::Relaxed);
-                        let next =
-                            Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                        let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                         RecipientOutcome {
                             kind: OutcomeKind::Deferred,
                             next_attempt_at: Some(next),

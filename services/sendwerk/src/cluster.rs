@@ -39,12 +39,9 @@ impl Database {
                 (embedded.connection_url("sendwerk"), Some(embedded))
             }
         };
-        let store = Store::connect(&StoreConfig {
-            database_url: url,
-            max_connections,
-        })
-        .await
-        .context("connecting to PostgreSQL")?;
+        let store = Store::connect(&StoreConfig { database_url: url, max_connections })
+            .await
+            .context("connecting to PostgreSQL")?;
         store.migrate().await.context("applying migrations")?;
         Ok(Self { store, embedded })
     }
@@ -63,19 +60,13 @@ pub async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> 
         name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
         "database name {name:?} is not a plain identifier"
     );
-    let (client, connection) = tokio_postgres::connect(admin_url, tokio_postgres::NoTls)
-        .await
-        .context("connecting to the admin database")?;
+    let (client, connection) =
+        tokio_postgres::connect(admin_url, tokio_postgres::NoTls).await.context("connecting to the admin database")?;
     let connection_task = tokio::spawn(connection);
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
-        .await?
-        .is_some();
+    let exists = client.query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name]).await?.is_some();
     if !exists {
         // Identifiers cannot be bound as parameters; `name` is checked to be a plain identifier.
-        client
-            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
-            .await?;
+        client.batch_execute(&format!("CREATE DATABASE \"{name}\"")).await?;
     }
     drop(client);
     let _ = connection_task.await;
@@ -96,20 +87,15 @@ impl ControlHandle {
         signers: Arc<DkimSigners>,
         listen: SocketAddr,
     ) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("binding the grpc port {listen}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding the grpc port {listen}"))?;
         let address = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let state = ControlState::new(store, config, signers);
         let task = tokio::spawn(sendwerk_control::serve(listener, state, async {
             let _ = stop_rx.await;
         }));
-        Ok(Self {
-            address,
-            stop_tx,
-            task,
-        })
+        Ok(Self { address, stop_tx, task })
     }
 
     pub fn endpoint(&self) -> String {
@@ -118,10 +104,7 @@ impl ControlHandle {
 
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop_tx.send(());
-        self.task
-            .await
-            .context("control task panicked")?
-            .context("grpc server failed")?;
+        self.task.await.context("control task panicked")?.context("grpc server failed")?;
         Ok(())
     }
 }
@@ -144,21 +127,13 @@ impl SenderHandle {
         let task = tokio::spawn(sender.run(async {
             let _ = stop_rx.await;
         }));
-        Ok(Self {
-            worker_id,
-            stats,
-            stop_tx,
-            task,
-        })
+        Ok(Self { worker_id, stats, stop_tx, task })
     }
 
     /// Graceful stop: no new claims, in-flight transactions finish, unsent rows go back.
     pub async fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop_tx.send(());
-        self.task
-            .await
-            .context("sender task panicked")?
-            .context("sender failed")?;
+        self.task.await.context("sender task panicked")?.context("sender failed")?;
         Ok(())
     }
 
@@ -174,8 +149,7 @@ pub async fn start_capture_sink(
     listen: SocketAddr,
 ) -> anyhow::Result<(RunningServer, Arc<MaildirSink>)> {
     let sink = Arc::new(
-        MaildirSink::new(maildir.to_path_buf())
-            .with_context(|| format!("creating maildir {}", maildir.display()))?,
+        MaildirSink::new(maildir.to_path_buf()).with_context(|| format!("creating maildir {}", maildir.display()))?,
     );
     let server = SmtpServer::bind(listen, ServerConfig::default(), Arc::clone(&sink))
         .await
@@ -199,17 +173,12 @@ impl LocalCluster {
         grpc_listen: SocketAddr,
         maildir: Option<PathBuf>,
     ) -> anyhow::Result<Self> {
-        let database = Database::open(
-            settings.database_url.as_deref(),
-            settings.database_max_connections,
-        )
-        .await?;
+        let database = Database::open(settings.database_url.as_deref(), settings.database_max_connections).await?;
         let mut sender_config = settings.sender_config()?;
         let mut control_config = settings.control_config();
         let sink = match &maildir {
             Some(dir) => {
-                let (server, sink) =
-                    start_capture_sink(dir, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+                let (server, sink) = start_capture_sink(dir, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
                 sender_config.relay.host = server.local_addr().ip().to_string();
                 sender_config.relay.port = server.local_addr().port();
                 control_config.relay = sender_config.relay.clone();
@@ -218,20 +187,10 @@ impl LocalCluster {
             }
             None => None,
         };
-        let signers = Arc::new(
-            DkimSigners::from_configs(&sender_config.dkim_keys).context("loading DKIM keys")?,
-        );
-        let control =
-            ControlHandle::start(database.store.clone(), control_config, signers, grpc_listen)
-                .await?;
+        let signers = Arc::new(DkimSigners::from_configs(&sender_config.dkim_keys).context("loading DKIM keys")?);
+        let control = ControlHandle::start(database.store.clone(), control_config, signers, grpc_listen).await?;
         let sender = SenderHandle::start(database.store.clone(), sender_config)?;
-        Ok(Self {
-            database,
-            control,
-            sender,
-            sink,
-            maildir,
-        })
+        Ok(Self { database, control, sender, sink, maildir })
     }
 
     pub async fn shutdown(self) -> anyhow::Result<()> {

@@ -13,11 +13,7 @@ use sendwerk_proto::v1;
 use tracing::info;
 
 #[derive(Parser)]
-#[command(
-    name = "sendwerk",
-    version,
-    about = "A distributed mail-delivery engine for CRM and marketing mailings"
-)]
+#[command(name = "sendwerk", version, about = "A distributed mail-delivery engine for CRM and marketing mailings")]
 struct Cli {
     /// Configuration file (TOML); environment variables override it.
     #[arg(long, global = true, env = "SENDWERK_CONFIG")]
@@ -29,11 +25,7 @@ struct Cli {
 #[derive(clap::Args, Clone)]
 struct ServerArgs {
     /// The control plane to talk to.
-    #[arg(
-        long,
-        env = "SENDWERK_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
+    #[arg(long, env = "SENDWERK_SERVER", default_value = "http://127.0.0.1:50051")]
     server: String,
     /// API token, when the control plane requires one.
     #[arg(long, env = "SENDWERK_API_TOKEN", hide_env_values = true)]
@@ -180,10 +172,7 @@ enum SuppressAction {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -200,14 +189,13 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn shutdown_signal() {
-    let mut terminate =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
@@ -216,21 +204,16 @@ async fn shutdown_signal() {
 }
 
 fn require_database_url(settings: &Settings) -> anyhow::Result<String> {
-    settings
-        .database_url
-        .clone()
-        .context("DATABASE_URL is not set; the server roles need a PostgreSQL database (`sendwerk dev` starts an embedded one)")
+    settings.database_url.clone().context(
+        "DATABASE_URL is not set; the server roles need a PostgreSQL database (`sendwerk dev` starts an embedded one)",
+    )
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let is_server_role = matches!(
         cli.command,
-        Command::Control
-            | Command::Sender
-            | Command::Migrate
-            | Command::Dev { .. }
-            | Command::Bounce
+        Command::Control | Command::Sender | Command::Migrate | Command::Dev { .. } | Command::Bounce
     );
     let default_filter = match &cli.command {
         Command::Demo => "warn",
@@ -241,29 +224,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Control => {
-            let database = Database::open(
-                Some(&require_database_url(&settings)?),
-                settings.database_max_connections,
-            )
-            .await?;
+            let database =
+                Database::open(Some(&require_database_url(&settings)?), settings.database_max_connections).await?;
             let signers = std::sync::Arc::new(DkimSigners::from_configs(&settings.dkim_keys()?)?);
-            let control = ControlHandle::start(
-                database.store.clone(),
-                settings.control_config(),
-                signers,
-                settings.grpc_listen,
-            )
-            .await?;
+            let control =
+                ControlHandle::start(database.store.clone(), settings.control_config(), signers, settings.grpc_listen)
+                    .await?;
             shutdown_signal().await;
             control.stop().await?;
             database.close().await;
         }
         Command::Sender => {
-            let database = Database::open(
-                Some(&require_database_url(&settings)?),
-                settings.database_max_connections,
-            )
-            .await?;
+            let database =
+                Database::open(Some(&require_database_url(&settings)?), settings.database_max_connections).await?;
             let sender = SenderHandle::start(database.store.clone(), settings.sender_config()?)?;
             shutdown_signal().await;
             sender.stop().await?;
@@ -281,43 +254,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut settings = settings;
             let maildir = match relay {
                 Some(relay) => {
-                    let address: SocketAddr = relay
-                        .parse()
-                        .with_context(|| format!("--relay {relay:?} is not HOST:PORT"))?;
+                    let address: SocketAddr =
+                        relay.parse().with_context(|| format!("--relay {relay:?} is not HOST:PORT"))?;
                     settings.relay.host = address.ip().to_string();
                     settings.relay.port = address.port();
                     None
                 }
                 None => Some(maildir),
             };
-            let cluster =
-                LocalCluster::start(&settings, settings.grpc_listen, maildir.clone()).await?;
-            println!(
-                "sendwerk dev: gRPC on {} (health + reflection on)",
-                cluster.control.endpoint()
-            );
+            let cluster = LocalCluster::start(&settings, settings.grpc_listen, maildir.clone()).await?;
+            println!("sendwerk dev: gRPC on {} (health + reflection on)", cluster.control.endpoint());
             if let Some(dir) = &maildir {
-                println!(
-                    "delivered messages go to the maildir {}",
-                    dir.join("new").display()
-                );
+                println!("delivered messages go to the maildir {}", dir.join("new").display());
             }
             println!("Ctrl-C stops everything");
             shutdown_signal().await;
             cluster.shutdown().await?;
         }
         Command::Demo => sendwerk::demo::run(settings).await?,
-        Command::Create {
-            server,
-            name,
-            from,
-            from_name,
-            reply_to,
-            subject,
-            html,
-            text,
-            attachments,
-        } => {
+        Command::Create { server, name, from, from_name, reply_to, subject, html, text, attachments } => {
             let mut api = Api::connect(&server.server, server.token.as_deref()).await?;
             let files = MailingFiles {
                 name: &name,
@@ -330,20 +285,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 attachments: &attachments,
             };
             let content = client::mailing_content(&files)?;
-            let mailing = api
-                .mailings
-                .create_mailing(v1::CreateMailingRequest {
-                    content: Some(content),
-                })
-                .await?
-                .into_inner();
+            let mailing =
+                api.mailings.create_mailing(v1::CreateMailingRequest { content: Some(content) }).await?.into_inner();
             println!("{}", mailing.id);
         }
-        Command::AddRecipients {
-            server,
-            mailing,
-            csv,
-        } => {
+        Command::AddRecipients { server, mailing, csv } => {
             let mut api = Api::connect(&server.server, server.token.as_deref()).await?;
             let response = client::add_recipients_from_csv(&mut api, mailing, &csv).await?;
             println!(
@@ -351,20 +297,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 response.accepted, response.invalid, response.duplicates, response.suppressed
             );
             for rejected in &response.rejected {
-                println!(
-                    "row {}\t{}\t{}",
-                    rejected.index, rejected.email, rejected.reason
-                );
+                println!("row {}\t{}\t{}", rejected.index, rejected.email, rejected.reason);
             }
             if response.rejected_truncated {
                 println!("(more rejected rows not listed)");
             }
         }
-        Command::Schedule {
-            server,
-            mailing,
-            at,
-        } => {
+        Command::Schedule { server, mailing, at } => {
             let mut api = Api::connect(&server.server, server.token.as_deref()).await?;
             let send_at = at
                 .map(|raw| {
@@ -376,56 +315,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         })
                 })
                 .transpose()?;
-            let response = api
-                .mailings
-                .schedule(v1::ScheduleRequest {
-                    mailing_id: mailing,
-                    send_at,
-                })
-                .await?
-                .into_inner();
+            let response =
+                api.mailings.schedule(v1::ScheduleRequest { mailing_id: mailing, send_at }).await?.into_inner();
             println!("{}", client::summarize(&response));
         }
         Command::Pause { server, mailing } => {
             let mut api = Api::connect(&server.server, server.token.as_deref()).await?;
             println!(
                 "{}",
-                client::summarize(
-                    &api.mailings
-                        .pause(v1::MailingRef {
-                            mailing_id: mailing
-                        })
-                        .await?
-                        .into_inner()
-                )
+                client::summarize(&api.mailings.pause(v1::MailingRef { mailing_id: mailing }).await?.into_inner())
             );
         }
         Command::Resume { server, mailing } => {
             let mut api = Api::connect(&server.server, server.token.as_deref()).await?;
             println!(
                 "{}",
-                client::summarize(
-                    &api.mailings
-                        .resume(v1::MailingRef {
-                            mailing_id: mailing
-                        })
-                        .await?
-                        .into_inner()
-                )
+                client::summarize(&api.mailings.resume(v1::MailingRef { mailing_id: mailing }).await?.into_inner())
             );
         }
         Command::Cancel { server, mailing } => {
             let mut api = Api::connect(&server.server, server.token.as_deref()).await?;
             println!(
                 "{}",
-                client::summarize(
-                    &api.mailings
-                        .cancel(v1::MailingRef {
-                            mailing_id: mailing
-                        })
-                        .await?
-                        .into_inner()
-                )
+                client::summarize(&api.mailings.cancel(v1::MailingRef { mailing_id: mailing }).await?.into_inner())
             );
         }
         Command::Watch { server, mailing } => {
@@ -438,100 +350,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "{}",
                 client::summarize(
-                    &api.mailings
-                        .get_mailing(v1::MailingRef {
-                            mailing_id: mailing
-                        })
-                        .await?
-                        .into_inner()
+                    &api.mailings.get_mailing(v1::MailingRef { mailing_id: mailing }).await?.into_inner()
                 )
             );
         }
-        Command::Preview {
-            server,
-            mailing,
-            email,
-            raw,
-        } => {
+        Command::Preview { server, mailing, email, raw } => {
             let mut api = Api::connect(&server.server, server.token.as_deref()).await?;
             let subject = email.map(v1::preview_request::Subject::Email);
-            let preview = api
-                .mailings
-                .preview(v1::PreviewRequest {
-                    mailing_id: mailing,
-                    subject,
-                })
-                .await?
-                .into_inner();
+            let preview = api.mailings.preview(v1::PreviewRequest { mailing_id: mailing, subject }).await?.into_inner();
             if raw {
                 println!("{}", String::from_utf8_lossy(&preview.raw));
             } else {
                 println!(
                     "Subject: {}\n\n{}",
                     preview.subject,
-                    if preview.text.is_empty() {
-                        &preview.html
-                    } else {
-                        &preview.text
-                    }
+                    if preview.text.is_empty() { &preview.html } else { &preview.text }
                 );
             }
         }
-        Command::SendTest {
-            server,
-            mailing,
-            to,
-        } => {
+        Command::SendTest { server, mailing, to } => {
             let mut api = Api::connect(&server.server, server.token.as_deref()).await?;
             let response = api
                 .mailings
-                .send_test(v1::SendTestRequest {
-                    mailing_id: mailing,
-                    to,
-                    variables: None,
-                })
+                .send_test(v1::SendTestRequest { mailing_id: mailing, to, variables: None })
                 .await?
                 .into_inner();
             for delivery in response.deliveries {
                 println!(
                     "{}\t{}\t{}",
                     delivery.email,
-                    if delivery.accepted {
-                        "accepted"
-                    } else {
-                        "not accepted"
-                    },
+                    if delivery.accepted { "accepted" } else { "not accepted" },
                     delivery.smtp_reply
                 );
             }
         }
-        Command::Export {
-            server,
-            mailing,
-            output,
-        } => {
+        Command::Export { server, mailing, output } => {
             let mut api = Api::connect(&server.server, server.token.as_deref()).await?;
             match output {
                 Some(path) => {
-                    let mut file = std::fs::File::create(&path)
-                        .with_context(|| format!("creating {}", path.display()))?;
-                    client::export(
-                        &mut api,
-                        mailing,
-                        v1::RecipientState::Unspecified,
-                        &mut file,
-                    )
-                    .await?;
+                    let mut file =
+                        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                    client::export(&mut api, mailing, v1::RecipientState::Unspecified, &mut file).await?;
                 }
                 None => {
                     let mut stdout = std::io::stdout();
-                    client::export(
-                        &mut api,
-                        mailing,
-                        v1::RecipientState::Unspecified,
-                        &mut stdout,
-                    )
-                    .await?;
+                    client::export(&mut api, mailing, v1::RecipientState::Unspecified, &mut stdout).await?;
                 }
             }
         }
@@ -539,8 +402,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut api = Api::connect(&server.server, server.token.as_deref()).await?;
             match action {
                 SuppressAction::Add { emails, reason } => {
-                    let reason = v1::SuppressionReason::from_str_name(&format!("SUPPRESSION_REASON_{}", reason.to_uppercase()))
-                        .with_context(|| format!("--reason {reason:?}: use manual, unsubscribe, hard_bounce, complaint or soft_bounce"))?;
+                    let reason = v1::SuppressionReason::from_str_name(&format!(
+                        "SUPPRESSION_REASON_{}",
+                        reason.to_uppercase()
+                    ))
+                    .with_context(|| {
+                        format!("--reason {reason:?}: use manual, unsubscribe, hard_bounce, complaint or soft_bounce")
+                    })?;
                     let response = api
                         .suppressions
                         .add_suppressions(v1::AddSuppressionsRequest {
@@ -573,9 +441,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!(
                             "{}\tsuppressed\t{}",
                             suppression.email,
-                            v1::SuppressionReason::try_from(suppression.reason)
-                                .map(|r| r.as_str_name())
-                                .unwrap_or("")
+                            v1::SuppressionReason::try_from(suppression.reason).map(|r| r.as_str_name()).unwrap_or("")
                         );
                     }
                 }
@@ -584,10 +450,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     loop {
                         let response = api
                             .suppressions
-                            .list_suppressions(v1::ListSuppressionsRequest {
-                                page_size: 1000,
-                                page_token,
-                            })
+                            .list_suppressions(v1::ListSuppressionsRequest { page_size: 1000, page_token })
                             .await?
                             .into_inner();
                         for suppression in &response.suppressions {

@@ -101,23 +101,15 @@ impl Settings {
     pub fn load(config_file: Option<&Path>) -> anyhow::Result<Self> {
         let mut figment = Figment::new();
         if let Some(path) = config_file {
-            anyhow::ensure!(
-                path.exists(),
-                "config file {} does not exist",
-                path.display()
-            );
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("SENDWERK_").split("__").ignore(&[
-            "config",
-            "server",
-            "log_format",
-        ]));
+        figment = figment.merge(Env::prefixed("SENDWERK_").split("__").ignore(&["config", "server", "log_format"]));
         let mut settings: Settings = figment.extract().context("invalid configuration")?;
-        if let Ok(url) = std::env::var("DATABASE_URL") {
-            if !url.is_empty() {
-                settings.database_url = Some(url);
-            }
+        if let Ok(url) = std::env::var("DATABASE_URL")
+            && !url.is_empty()
+        {
+            settings.database_url = Some(url);
         }
         Ok(settings)
     }

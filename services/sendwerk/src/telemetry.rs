@@ -22,44 +22,23 @@ impl Drop for TelemetryGuard {
 
 /// Installs the global subscriber. `default_filter` applies when `RUST_LOG` is unset.
 pub fn init(default_filter: &str) -> anyhow::Result<TelemetryGuard> {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let json = std::env::var("SENDWERK_LOG_FORMAT").is_ok_and(|format| format == "json");
     let fmt_layer = if json {
-        tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
-            .boxed()
+        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
     } else {
-        tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_target(false)
-            .boxed()
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).boxed()
     };
     let provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() => {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .build()?;
-            let resource = opentelemetry_sdk::Resource::builder()
-                .with_service_name("sendwerk")
-                .build();
-            Some(
-                SdkTracerProvider::builder()
-                    .with_batch_exporter(exporter)
-                    .with_resource(resource)
-                    .build(),
-            )
+            let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
+            let resource = opentelemetry_sdk::Resource::builder().with_service_name("sendwerk").build();
+            Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
         }
         _ => None,
     };
-    let otel_layer = provider
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("sendwerk")));
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt_layer)
-        .with(otel_layer)
-        .try_init()?;
+    let otel_layer =
+        provider.as_ref().map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("sendwerk")));
+    tracing_subscriber::registry().with(filter).with(fmt_layer).with(otel_layer).try_init()?;
     Ok(TelemetryGuard { provider })
 }

@@ -5,19 +5,10 @@ use crate::data::find_byte;
 /// A syntactically valid command. Strings borrow from the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Command<'a> {
-    Ehlo {
-        client_name: &'a str,
-    },
-    Helo {
-        client_name: &'a str,
-    },
-    Mail {
-        reverse_path: &'a str,
-        declared_size_opt: Option<u64>,
-    },
-    Rcpt {
-        forward_path: &'a str,
-    },
+    Ehlo { client_name: &'a str },
+    Helo { client_name: &'a str },
+    Mail { reverse_path: &'a str, declared_size_opt: Option<u64> },
+    Rcpt { forward_path: &'a str },
     Data,
     Rset,
     Noop,
@@ -49,9 +40,7 @@ pub(crate) fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
         None => (line, &[][..]),
     };
     let verb_is = |name: &str| verb.eq_ignore_ascii_case(name.as_bytes());
-    let arguments = std::str::from_utf8(arguments)
-        .map_err(|_| CommandError::Syntax)?
-        .trim_matches(' ');
+    let arguments = std::str::from_utf8(arguments).map_err(|_| CommandError::Syntax)?.trim_matches(' ');
     if verb_is("MAIL") {
         parse_mail(arguments)
     } else if verb_is("RCPT") {
@@ -72,25 +61,15 @@ pub(crate) fn parse_command(line: &[u8]) -> Result<Command<'_>, CommandError> {
         Ok(Command::Vrfy)
     } else if verb_is("HELP") {
         Ok(Command::Help)
-    } else if ["EXPN", "STARTTLS", "AUTH", "BDAT", "ETRN", "TURN"]
-        .iter()
-        .any(|name| verb_is(name))
-    {
+    } else if ["EXPN", "STARTTLS", "AUTH", "BDAT", "ETRN", "TURN"].iter().any(|name| verb_is(name)) {
         Err(CommandError::NotImplemented)
     } else {
         Err(CommandError::Unknown)
     }
 }
 
-fn without_arguments(
-    arguments: &str,
-    command: Command<'static>,
-) -> Result<Command<'static>, CommandError> {
-    if arguments.is_empty() {
-        Ok(command)
-    } else {
-        Err(CommandError::Syntax)
-    }
+fn without_arguments(arguments: &str, command: Command<'static>) -> Result<Command<'static>, CommandError> {
+    if arguments.is_empty() { Ok(command) } else { Err(CommandError::Syntax) }
 }
 
 fn parse_client_name(arguments: &str) -> Result<&str, CommandError> {
@@ -109,10 +88,7 @@ fn parse_mail(arguments: &str) -> Result<Command<'_>, CommandError> {
         return Err(CommandError::BadSenderAddress);
     }
     let mut declared_size_opt = None;
-    for parameter in parameters
-        .split(' ')
-        .filter(|parameter| !parameter.is_empty())
-    {
+    for parameter in parameters.split(' ').filter(|parameter| !parameter.is_empty()) {
         let (keyword, value_opt) = match parameter.split_once('=') {
             Some((keyword, value)) => (keyword, Some(value)),
             None => (parameter, None),
@@ -132,10 +108,7 @@ fn parse_mail(arguments: &str) -> Result<Command<'_>, CommandError> {
             return Err(CommandError::UnsupportedParameter);
         }
     }
-    Ok(Command::Mail {
-        reverse_path,
-        declared_size_opt,
-    })
+    Ok(Command::Mail { reverse_path, declared_size_opt })
 }
 
 fn parse_rcpt(arguments: &str) -> Result<Command<'_>, CommandError> {
@@ -154,9 +127,7 @@ fn parse_rcpt(arguments: &str) -> Result<Command<'_>, CommandError> {
 
 /// Strips `FROM:` or `TO:` (any case) and the spaces some clients put after it.
 fn strip_keyword<'a>(arguments: &'a str, keyword: &str) -> Result<&'a str, CommandError> {
-    let matches = arguments
-        .get(..keyword.len())
-        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(keyword));
+    let matches = arguments.get(..keyword.len()).is_some_and(|prefix| prefix.eq_ignore_ascii_case(keyword));
     if !matches {
         return Err(CommandError::Syntax);
     }
@@ -191,11 +162,7 @@ fn split_path(text: &str) -> Result<(&str, &str), CommandError> {
 
 /// Drops an obsolete source route (`@relay1,@relay2:user@domain`), which RFC 5321 says to ignore.
 fn strip_source_route(path: &str) -> Option<&str> {
-    if path.starts_with('@') {
-        path.split_once(':').map(|(_, mailbox)| mailbox)
-    } else {
-        Some(path)
-    }
+    if path.starts_with('@') { path.split_once(':').map(|(_, mailbox)| mailbox) } else { Some(path) }
 }
 
 fn parse_size(value_opt: Option<&str>) -> Result<u64, CommandError> {
@@ -224,9 +191,7 @@ fn is_local_part(local_part: &str) -> bool {
 }
 
 fn is_atext(character: char) -> bool {
-    character.is_ascii_alphanumeric()
-        || "!#$%&'*+-/=?^_`{|}~".contains(character)
-        || !character.is_ascii()
+    character.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(character) || !character.is_ascii()
 }
 
 fn is_domain(domain: &str) -> bool {
@@ -234,18 +199,13 @@ fn is_domain(domain: &str) -> bool {
         let Some(inner) = literal.strip_suffix(']') else {
             return false;
         };
-        return !inner.is_empty()
-            && inner
-                .chars()
-                .all(|c| c.is_ascii_graphic() && !"[]\\".contains(c));
+        return !inner.is_empty() && inner.chars().all(|c| c.is_ascii_graphic() && !"[]\\".contains(c));
     }
     let domain = domain.strip_suffix('.').unwrap_or(domain);
     !domain.is_empty()
         && domain.split('.').all(|label| {
             !label.is_empty()
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || !c.is_ascii())
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || !c.is_ascii())
         })
 }
 
@@ -260,20 +220,12 @@ mod tests {
 
     #[test]
     fn verbs_are_case_insensitive() {
-        assert_eq!(
-            parse("ehlo client.test"),
-            Ok(Command::Ehlo {
-                client_name: "client.test"
-            })
-        );
+        assert_eq!(parse("ehlo client.test"), Ok(Command::Ehlo { client_name: "client.test" }));
         assert_eq!(parse("DaTa"), Ok(Command::Data));
         assert_eq!(parse("quit"), Ok(Command::Quit));
         assert_eq!(
             parse("mail from:<a@b.test>"),
-            Ok(Command::Mail {
-                reverse_path: "a@b.test",
-                declared_size_opt: None
-            })
+            Ok(Command::Mail { reverse_path: "a@b.test", declared_size_opt: None })
         );
     }
 
@@ -281,115 +233,44 @@ mod tests {
     fn mail_accepts_the_null_path_and_known_parameters() {
         assert_eq!(
             parse("MAIL FROM:<> SIZE=1000 BODY=8BITMIME SMTPUTF8"),
-            Ok(Command::Mail {
-                reverse_path: "",
-                declared_size_opt: Some(1000)
-            })
+            Ok(Command::Mail { reverse_path: "", declared_size_opt: Some(1000) })
         );
         assert_eq!(
             parse("MAIL FROM: <a@b.test> size=99999999999999999999999"),
-            Ok(Command::Mail {
-                reverse_path: "a@b.test",
-                declared_size_opt: Some(u64::MAX)
-            })
+            Ok(Command::Mail { reverse_path: "a@b.test", declared_size_opt: Some(u64::MAX) })
         );
     }
 
     #[test]
     fn mail_rejects_bad_parameters() {
-        assert_eq!(
-            parse("MAIL FROM:<a@b.test> SIZE=x"),
-            Err(CommandError::Syntax)
-        );
-        assert_eq!(
-            parse("MAIL FROM:<a@b.test> SIZE"),
-            Err(CommandError::Syntax)
-        );
-        assert_eq!(
-            parse("MAIL FROM:<a@b.test> BODY=BINARYMIME"),
-            Err(CommandError::UnsupportedParameter)
-        );
-        assert_eq!(
-            parse("MAIL FROM:<a@b.test> RET=FULL"),
-            Err(CommandError::UnsupportedParameter)
-        );
-        assert_eq!(
-            parse("MAIL FROM:<a@b.test>SIZE=1"),
-            Err(CommandError::Syntax)
-        );
+        assert_eq!(parse("MAIL FROM:<a@b.test> SIZE=x"), Err(CommandError::Syntax));
+        assert_eq!(parse("MAIL FROM:<a@b.test> SIZE"), Err(CommandError::Syntax));
+        assert_eq!(parse("MAIL FROM:<a@b.test> BODY=BINARYMIME"), Err(CommandError::UnsupportedParameter));
+        assert_eq!(parse("MAIL FROM:<a@b.test> RET=FULL"), Err(CommandError::UnsupportedParameter));
+        assert_eq!(parse("MAIL FROM:<a@b.test>SIZE=1"), Err(CommandError::Syntax));
         assert_eq!(parse("MAIL TO:<a@b.test>"), Err(CommandError::Syntax));
         assert_eq!(parse("MAIL FROM:<a@b.test"), Err(CommandError::Syntax));
-        assert_eq!(
-            parse("MAIL FROM:<not an address>"),
-            Err(CommandError::BadSenderAddress)
-        );
+        assert_eq!(parse("MAIL FROM:<not an address>"), Err(CommandError::BadSenderAddress));
     }
 
     #[test]
     fn rcpt_accepts_mailboxes_postmaster_and_source_routes() {
-        assert_eq!(
-            parse("RCPT TO:<x@y.test>"),
-            Ok(Command::Rcpt {
-                forward_path: "x@y.test"
-            })
-        );
-        assert_eq!(
-            parse("rcpt to:<Postmaster>"),
-            Ok(Command::Rcpt {
-                forward_path: "Postmaster"
-            })
-        );
-        assert_eq!(
-            parse("RCPT TO:<@r1,@r2:x@y.test>"),
-            Ok(Command::Rcpt {
-                forward_path: "x@y.test"
-            })
-        );
-        assert_eq!(
-            parse("RCPT TO:<\"a >b\"@y.test>"),
-            Ok(Command::Rcpt {
-                forward_path: "\"a >b\"@y.test"
-            })
-        );
-        assert_eq!(
-            parse("RCPT TO:<jösé@bücher.test>"),
-            Ok(Command::Rcpt {
-                forward_path: "jösé@bücher.test"
-            })
-        );
-        assert_eq!(
-            parse("RCPT TO:<x@[127.0.0.1]>"),
-            Ok(Command::Rcpt {
-                forward_path: "x@[127.0.0.1]"
-            })
-        );
-        assert_eq!(
-            parse("RCPT TO:x@y.test"),
-            Ok(Command::Rcpt {
-                forward_path: "x@y.test"
-            })
-        );
+        assert_eq!(parse("RCPT TO:<x@y.test>"), Ok(Command::Rcpt { forward_path: "x@y.test" }));
+        assert_eq!(parse("rcpt to:<Postmaster>"), Ok(Command::Rcpt { forward_path: "Postmaster" }));
+        assert_eq!(parse("RCPT TO:<@r1,@r2:x@y.test>"), Ok(Command::Rcpt { forward_path: "x@y.test" }));
+        assert_eq!(parse("RCPT TO:<\"a >b\"@y.test>"), Ok(Command::Rcpt { forward_path: "\"a >b\"@y.test" }));
+        assert_eq!(parse("RCPT TO:<jösé@bücher.test>"), Ok(Command::Rcpt { forward_path: "jösé@bücher.test" }));
+        assert_eq!(parse("RCPT TO:<x@[127.0.0.1]>"), Ok(Command::Rcpt { forward_path: "x@[127.0.0.1]" }));
+        assert_eq!(parse("RCPT TO:x@y.test"), Ok(Command::Rcpt { forward_path: "x@y.test" }));
     }
 
     #[test]
     fn rcpt_rejects_bad_addresses_and_parameters() {
         assert_eq!(parse("RCPT TO:<>"), Err(CommandError::BadRecipientAddress));
-        assert_eq!(
-            parse("RCPT TO:<x@>"),
-            Err(CommandError::BadRecipientAddress)
-        );
-        assert_eq!(
-            parse("RCPT TO:<x@a..b>"),
-            Err(CommandError::BadRecipientAddress)
-        );
-        assert_eq!(
-            parse("RCPT TO:<a b@c.test>"),
-            Err(CommandError::BadRecipientAddress)
-        );
-        assert_eq!(
-            parse("RCPT TO:<x@y.test> NOTIFY=NEVER"),
-            Err(CommandError::UnsupportedParameter)
-        );
+        assert_eq!(parse("RCPT TO:<x@>"), Err(CommandError::BadRecipientAddress));
+        assert_eq!(parse("RCPT TO:<x@a..b>"), Err(CommandError::BadRecipientAddress));
+        assert_eq!(parse("RCPT TO:<a b@c.test>"), Err(CommandError::BadRecipientAddress));
+        assert_eq!(parse("RCPT TO:<x@y.test> NOTIFY=NEVER"), Err(CommandError::UnsupportedParameter));
         assert_eq!(parse("RCPT <x@y.test>"), Err(CommandError::Syntax));
     }
 
@@ -401,9 +282,6 @@ mod tests {
         assert_eq!(parse("EHLO"), Err(CommandError::Syntax));
         assert_eq!(parse("DATA now"), Err(CommandError::Syntax));
         assert_eq!(parse("NOOP anything"), Ok(Command::Noop));
-        assert_eq!(
-            parse_command(b"RCPT TO:<\xff@x.test>"),
-            Err(CommandError::Syntax)
-        );
+        assert_eq!(parse_command(b"RCPT TO:<\xff@x.test>"), Err(CommandError::Syntax));
     }
 }

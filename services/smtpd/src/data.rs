@@ -19,16 +19,11 @@ pub(crate) fn find_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
         let has_zero_byte = xored.wrapping_sub(ONES) & !xored & HIGHS != 0;
         if has_zero_byte {
             let offset = word_index * 8;
-            return word
-                .iter()
-                .position(|&byte| byte == needle)
-                .map(|index| offset + index);
+            return word.iter().position(|&byte| byte == needle).map(|index| offset + index);
         }
     }
     let offset = words.len() * 8;
-    rest.iter()
-        .position(|&byte| byte == needle)
-        .map(|index| offset + index)
+    rest.iter().position(|&byte| byte == needle).map(|index| offset + index)
 }
 
 /// Where the decoder stands in the line structure of the data.
@@ -54,11 +49,7 @@ pub(crate) struct DataDecoder {
 
 impl DataDecoder {
     pub(crate) fn new(max_message_bytes: usize) -> Self {
-        Self {
-            state: LineState::LineStart,
-            max_message_bytes,
-            overflowed: false,
-        }
+        Self { state: LineState::LineStart, max_message_bytes, overflowed: false }
     }
 
     /// True once the message exceeded the limit; its content has been thrown away and the rest
@@ -102,11 +93,7 @@ impl DataDecoder {
                     let rest = &input[position..];
                     match find_byte(b'\n', rest) {
                         Some(index) => {
-                            let ends_with_crlf = if index == 0 {
-                                after_cr
-                            } else {
-                                rest[index - 1] == b'\r'
-                            };
+                            let ends_with_crlf = if index == 0 { after_cr } else { rest[index - 1] == b'\r' };
                             self.append(message, &rest[..=index]);
                             position += index + 1;
                             self.state = if ends_with_crlf {
@@ -118,9 +105,7 @@ impl DataDecoder {
                         None => {
                             self.append(message, rest);
                             position = input.len();
-                            self.state = LineState::MidLine {
-                                after_cr: rest.last() == Some(&b'\r'),
-                            };
+                            self.state = LineState::MidLine { after_cr: rest.last() == Some(&b'\r') };
                         }
                     }
                 }
@@ -151,11 +136,7 @@ mod tests {
 
     /// Feeds `input` in pieces of at most `piece_len` bytes; returns message, overflow flag and
     /// the number of bytes consumed, or None when the end was never seen.
-    fn decode_in_pieces(
-        input: &[u8],
-        piece_len: usize,
-        limit: usize,
-    ) -> Option<(Vec<u8>, bool, usize)> {
+    fn decode_in_pieces(input: &[u8], piece_len: usize, limit: usize) -> Option<(Vec<u8>, bool, usize)> {
         let mut decoder = DataDecoder::new(limit);
         let mut message = BytesMut::new();
         let mut consumed_total = 0;
@@ -175,10 +156,8 @@ mod tests {
         let mut message = Vec::new();
         let mut position = 0;
         while position <= input.len() {
-            let line_end = input[position..]
-                .windows(2)
-                .position(|pair| pair == b"\r\n")
-                .map(|index| position + index + 2)?;
+            let line_end =
+                input[position..].windows(2).position(|pair| pair == b"\r\n").map(|index| position + index + 2)?;
             let line = &input[position..line_end];
             if line == b".\r\n" {
                 return Some((message, line_end));
@@ -210,11 +189,7 @@ mod tests {
             let haystack: Vec<u8> = (0..len).map(|_| rng.random_range(0..4u8) * 60).collect();
             for needle in [0u8, 60, 120, 180, 255] {
                 let expected = haystack.iter().position(|&byte| byte == needle);
-                assert_eq!(
-                    find_byte(needle, &haystack),
-                    expected,
-                    "{haystack:?} {needle}"
-                );
+                assert_eq!(find_byte(needle, &haystack), expected, "{haystack:?} {needle}");
             }
         }
     }
@@ -274,9 +249,7 @@ mod tests {
         let alphabet = b".\r\nab";
         for _ in 0..2000 {
             let len = rng.random_range(0..40);
-            let mut message: Vec<u8> = (0..len)
-                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
-                .collect();
+            let mut message: Vec<u8> = (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect();
             message.extend_from_slice(b"\r\n");
             let wire = dot_stuff(&message);
             let piece_len = rng.random_range(1..8);
@@ -292,13 +265,10 @@ mod tests {
         let alphabet = b".\r\nx";
         for _ in 0..5000 {
             let len = rng.random_range(0..30);
-            let wire: Vec<u8> = (0..len)
-                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
-                .collect();
+            let wire: Vec<u8> = (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect();
             let piece_len = rng.random_range(1..6);
             let expected = reference_decode(&wire);
-            let actual = decode_in_pieces(&wire, piece_len, 1 << 20)
-                .map(|(message, _, consumed)| (message, consumed));
+            let actual = decode_in_pieces(&wire, piece_len, 1 << 20).map(|(message, _, consumed)| (message, consumed));
             assert_eq!(actual, expected, "wire {wire:?}");
         }
     }

@@ -14,11 +14,7 @@ use crate::Reply;
 pub trait SmtpHandler: Send + Sync + 'static {
     /// Called for `MAIL FROM:<reverse_path>`; an empty `reverse_path` is the null sender `<>`.
     /// A 2xx reply starts the transaction. Default: accept every sender.
-    fn mail_from(
-        &self,
-        session: &SessionInfo,
-        reverse_path: &str,
-    ) -> impl Future<Output = Reply> + Send {
+    fn mail_from(&self, session: &SessionInfo, reverse_path: &str) -> impl Future<Output = Reply> + Send {
         let _ = (session, reverse_path);
         async { Reply::fixed(250, "2.1.0", "ok") }
     }
@@ -34,12 +30,7 @@ pub trait SmtpHandler: Send + Sync + 'static {
 
     /// Called with the complete message, byte for byte as sent after dot-unstuffing, once the
     /// client has finished DATA. Only called when at least one recipient was accepted.
-    fn data(
-        &self,
-        session: &SessionInfo,
-        envelope: &Envelope,
-        message: Bytes,
-    ) -> impl Future<Output = Reply> + Send;
+    fn data(&self, session: &SessionInfo, envelope: &Envelope, message: Bytes) -> impl Future<Output = Reply> + Send;
 }
 
 /// Who is talking to the server.
@@ -52,11 +43,7 @@ pub struct SessionInfo {
 
 impl SessionInfo {
     pub fn new(session_id: u64, peer_addr: SocketAddr) -> Self {
-        Self {
-            session_id,
-            peer_addr,
-            helo_name_opt: None,
-        }
+        Self { session_id, peer_addr, helo_name_opt: None }
     }
 
     /// Unique among the sessions of one server, counted from 1.
@@ -145,10 +132,7 @@ mod tests {
     #[test]
     fn envelope_reuses_recipient_slots_after_clear() {
         let mut envelope = Envelope::new("a@example.test", &["b@example.test", "c@example.test"]);
-        assert_eq!(
-            envelope.forward_paths(),
-            ["b@example.test", "c@example.test"]
-        );
+        assert_eq!(envelope.forward_paths(), ["b@example.test", "c@example.test"]);
         envelope.clear();
         assert!(envelope.forward_paths().is_empty());
         assert_eq!(envelope.reverse_path(), "");

@@ -63,12 +63,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    pub(crate) fn new(
-        reader: R,
-        writer: W,
-        idle_timeout: Duration,
-        session_timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(reader: R, writer: W, idle_timeout: Duration, session_timeout: Duration) -> Self {
         Self {
             reader: BufReader::with_capacity(READ_BUFFER_BYTES, reader),
             writer,

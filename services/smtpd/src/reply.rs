@@ -27,27 +27,13 @@ pub struct Reply {
 
 impl Reply {
     /// A reply with an enhanced status code (RFC 3463), e.g. `Reply::new(550, "5.1.1", "user unknown")`.
-    pub fn new(
-        code: u16,
-        enhanced: impl Into<Cow<'static, str>>,
-        text: impl Into<Cow<'static, str>>,
-    ) -> Self {
-        Self {
-            code,
-            enhanced: Some(enhanced.into()),
-            text: text.into(),
-            action: ConnectionAction::KeepOpen,
-        }
+    pub fn new(code: u16, enhanced: impl Into<Cow<'static, str>>, text: impl Into<Cow<'static, str>>) -> Self {
+        Self { code, enhanced: Some(enhanced.into()), text: text.into(), action: ConnectionAction::KeepOpen }
     }
 
     /// A reply without an enhanced status code.
     pub fn without_enhanced_code(code: u16, text: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            code,
-            enhanced: None,
-            text: text.into(),
-            action: ConnectionAction::KeepOpen,
-        }
+        Self { code, enhanced: None, text: text.into(), action: ConnectionAction::KeepOpen }
     }
 
     /// `250 2.0.0 ok`.
@@ -129,24 +115,13 @@ pub(crate) fn write_reply(out: &mut Vec<u8>, reply: &Reply, with_enhanced_code: 
 
 /// Appends a three-digit code followed by `separator` (`b' '` for a last line, `b'-'` otherwise).
 pub(crate) fn write_code(out: &mut Vec<u8>, code: u16, separator: u8) {
-    let digits = [
-        b'0' + (code / 100 % 10) as u8,
-        b'0' + (code / 10 % 10) as u8,
-        b'0' + (code % 10) as u8,
-        separator,
-    ];
+    let digits = [b'0' + (code / 100 % 10) as u8, b'0' + (code / 10 % 10) as u8, b'0' + (code % 10) as u8, separator];
     out.extend_from_slice(&digits);
 }
 
 /// Appends `text` with CR and LF replaced by spaces.
 pub(crate) fn write_sanitized(out: &mut Vec<u8>, text: &str) {
-    out.extend(text.bytes().map(|byte| {
-        if byte == b'\r' || byte == b'\n' {
-            b' '
-        } else {
-            byte
-        }
-    }));
+    out.extend(text.bytes().map(|byte| if byte == b'\r' || byte == b'\n' { b' ' } else { byte }));
 }
 
 #[cfg(test)]
@@ -175,14 +150,8 @@ mod tests {
 
     #[test]
     fn invalid_reply_codes_become_a_local_error() {
-        assert_eq!(
-            written(&Reply::new(354, "2.0.0", "go on"), true),
-            "451 4.3.0 local error in processing\r\n"
-        );
-        assert_eq!(
-            written(&Reply::new(1000, "2.0.0", "x"), true),
-            "451 4.3.0 local error in processing\r\n"
-        );
+        assert_eq!(written(&Reply::new(354, "2.0.0", "go on"), true), "451 4.3.0 local error in processing\r\n");
+        assert_eq!(written(&Reply::new(1000, "2.0.0", "x"), true), "451 4.3.0 local error in processing\r\n");
     }
 
     #[test]
@@ -190,10 +159,6 @@ mod tests {
         assert!(Reply::ok().is_positive());
         assert!(!Reply::new(451, "4.3.0", "later").is_positive());
         assert!(Reply::drop_connection().closes_without_reply());
-        assert!(
-            Reply::new(421, "4.3.0", "bye")
-                .and_close()
-                .closes_after_reply()
-        );
+        assert!(Reply::new(421, "4.3.0", "bye").and_close().closes_after_reply());
     }
 }

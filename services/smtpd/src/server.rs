@@ -39,21 +39,14 @@ impl SessionSettings {
         };
         let greeting = with_hostname(b"220 ", b" ESMTP ready\r\n");
         let helo_response = with_hostname(b"250 ", b"\r\n");
-        let too_many_connections =
-            with_hostname(b"421 4.3.2 ", b" too many connections, try again later\r\n");
+        let too_many_connections = with_hostname(b"421 4.3.2 ", b" too many connections, try again later\r\n");
         let mut ehlo_response = with_hostname(b"250-", b"\r\n");
         let extensions = format!(
             "250-SIZE {}\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n",
             config.max_message_bytes
         );
         ehlo_response.extend_from_slice(extensions.as_bytes());
-        Self {
-            config,
-            greeting,
-            ehlo_response,
-            helo_response,
-            too_many_connections,
-        }
+        Self { config, greeting, ehlo_response, helo_response, too_many_connections }
     }
 }
 
@@ -70,12 +63,7 @@ impl<H: SmtpHandler> SmtpServer<H> {
     pub async fn bind(addr: SocketAddr, config: ServerConfig, handler: Arc<H>) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
-        Ok(Self {
-            listener,
-            local_addr,
-            settings: Arc::new(SessionSettings::new(config)),
-            handler,
-        })
+        Ok(Self { listener, local_addr, settings: Arc::new(SessionSettings::new(config)), handler })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -86,12 +74,7 @@ impl<H: SmtpHandler> SmtpServer<H> {
     /// `421`, lets sessions in a transaction finish it (their next command gets `421`), and
     /// returns once all sessions ended or the shutdown grace timeout cut the rest.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> io::Result<()> {
-        let Self {
-            listener,
-            local_addr,
-            settings,
-            handler,
-        } = self;
+        let Self { listener, local_addr, settings, handler } = self;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let max_connections = settings.config.max_connections.min(Semaphore::MAX_PERMITS);
         let connection_permits = Arc::new(Semaphore::new(max_connections));
@@ -144,10 +127,7 @@ impl<H: SmtpHandler> SmtpServer<H> {
             }
         };
         if tokio::time::timeout(grace_timeout, drain).await.is_err() {
-            tracing::warn!(
-                num_cut_sessions = sessions.len(),
-                "shutdown grace timeout, cutting sessions"
-            );
+            tracing::warn!(num_cut_sessions = sessions.len(), "shutdown grace timeout, cutting sessions");
             sessions.shutdown().await;
         }
         tracing::info!(%local_addr, "smtp server stopped");
@@ -164,11 +144,7 @@ impl<H: SmtpHandler> SmtpServer<H> {
             let _ = shutdown_rx.await;
         };
         let task = tokio::spawn(self.run(shutdown));
-        RunningServer {
-            local_addr,
-            shutdown_tx,
-            task,
-        }
+        RunningServer { local_addr, shutdown_tx, task }
     }
 }
 
@@ -208,15 +184,8 @@ async fn serve_connection<H: SmtpHandler>(
     tracing::debug!("session started");
     let (read_half, write_half) = stream.split();
     let config = &settings.config;
-    let io = SmtpIo::new(
-        read_half,
-        write_half,
-        config.idle_timeout,
-        config.session_timeout,
-    );
-    Session::new(io, handler.as_ref(), &settings, info, shutdown_rx)
-        .run()
-        .await;
+    let io = SmtpIo::new(read_half, write_half, config.idle_timeout, config.session_timeout);
+    Session::new(io, handler.as_ref(), &settings, info, shutdown_rx).run().await;
     tracing::debug!("session ended");
 }
 
@@ -232,9 +201,7 @@ async fn handle_accept_error(error: &io::Error) {
     // Errors about one connection that went away before it was accepted are not ours to fix.
     let is_per_connection = matches!(
         error.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
     );
     if is_per_connection {
         tracing::debug!(error = %error, "accept failed");

@@ -22,8 +22,7 @@ const OK: Reply = Reply::ok();
 /// 354 is an intermediate reply and carries no enhanced code.
 const START_MAIL_INPUT: &[u8] = b"354 end data with <CR><LF>.<CR><LF>\r\n";
 const BYE: Reply = Reply::fixed(221, "2.0.0", "bye");
-const CANNOT_VRFY: Reply =
-    Reply::fixed(252, "2.5.0", "cannot verify user, but will accept message");
+const CANNOT_VRFY: Reply = Reply::fixed(252, "2.5.0", "cannot verify user, but will accept message");
 const HELP: Reply = Reply::fixed(214, "2.0.0", "see https://www.rfc-editor.org/rfc/rfc5321");
 const NEED_HELO: Reply = Reply::fixed(503, "5.5.1", "send EHLO or HELO first");
 const NESTED_MAIL: Reply = Reply::fixed(503, "5.5.1", "nested MAIL command");
@@ -40,16 +39,10 @@ fn reply_for_command_error(error: CommandError) -> Reply {
     match error {
         CommandError::Unknown => Reply::fixed(500, "5.5.2", "command not recognized"),
         CommandError::NotImplemented => Reply::fixed(502, "5.5.1", "command not implemented"),
-        CommandError::Syntax => {
-            Reply::fixed(501, "5.5.4", "syntax error in parameters or arguments")
-        }
+        CommandError::Syntax => Reply::fixed(501, "5.5.4", "syntax error in parameters or arguments"),
         CommandError::BadSenderAddress => Reply::fixed(501, "5.1.7", "bad sender address syntax"),
-        CommandError::BadRecipientAddress => {
-            Reply::fixed(501, "5.1.3", "bad recipient address syntax")
-        }
-        CommandError::UnsupportedParameter => {
-            Reply::fixed(555, "5.5.4", "parameter not recognized or not implemented")
-        }
+        CommandError::BadRecipientAddress => Reply::fixed(501, "5.1.3", "bad recipient address syntax"),
+        CommandError::UnsupportedParameter => Reply::fixed(555, "5.5.4", "parameter not recognized or not implemented"),
     }
 }
 
@@ -131,11 +124,7 @@ where
             // Between transactions a shutdown interrupts the wait; inside one it does not, so
             // that a started transaction can finish.
             let shutdown_rx_opt = (!in_transaction).then_some(&mut self.shutdown_rx);
-            let flow = match self
-                .io
-                .read_command_line(&mut self.line, shutdown_rx_opt)
-                .await
-            {
+            let flow = match self.io.read_command_line(&mut self.line, shutdown_rx_opt).await {
                 Ok(LineLength::TooLong) => {
                     self.push_reply(&LINE_TOO_LONG);
                     Flow::Continue
@@ -152,6 +141,11 @@ where
                 Flow::Continue => {}
                 Flow::Close => break,
                 Flow::Drop => return,
+                Flow::ReadFailed(ReadError::Io(error)) => {
+                    // The socket is broken (or the client stopped reading): nothing more to say.
+                    tracing::debug!(error = %error, "connection failed");
+                    return;
+                }
                 Flow::ReadFailed(error) => {
                     self.handle_read_error(error);
                     break;
@@ -194,10 +188,9 @@ where
                 self.greet(client_name, false);
                 Flow::Continue
             }
-            Command::Mail {
-                reverse_path,
-                declared_size_opt,
-            } => self.handle_mail(reverse_path, declared_size_opt).await,
+            Command::Mail { reverse_path, declared_size_opt } => {
+                self.handle_mail(reverse_path, declared_size_opt).await
+            }
             Command::Rcpt { forward_path } => self.handle_rcpt(forward_path).await,
             Command::Data => self.handle_data().await,
             Command::Rset => {
@@ -229,11 +222,7 @@ where
         self.stage = Stage::Greeted;
         self.said_ehlo = is_ehlo;
         self.info.set_helo_name(client_name);
-        let response = if is_ehlo {
-            &self.settings.ehlo_response
-        } else {
-            &self.settings.helo_response
-        };
+        let response = if is_ehlo { &self.settings.ehlo_response } else { &self.settings.helo_response };
         self.io.out().extend_from_slice(response);
     }
 
@@ -262,10 +251,7 @@ where
         if self.envelope.num_forward_paths() >= self.max_recipients {
             return self.respond(&TOO_MANY_RECIPIENTS);
         }
-        let reply = self
-            .handler
-            .rcpt_to(&self.info, self.envelope.reverse_path(), forward_path)
-            .await;
+        let reply = self.handler.rcpt_to(&self.info, self.envelope.reverse_path(), forward_path).await;
         if reply.is_positive() {
             self.envelope.add_forward_path(forward_path);
         }
@@ -282,19 +268,12 @@ where
         self.io.out().extend_from_slice(START_MAIL_INPUT);
         // Reclaims the previous message's allocation if the handler has dropped it.
         self.message.reserve(INITIAL_MESSAGE_CAPACITY);
-        let fits = match self
-            .io
-            .read_message(&mut self.message, self.max_message_bytes)
-            .await
-        {
+        let fits = match self.io.read_message(&mut self.message, self.max_message_bytes).await {
             Ok(fits) => fits,
             Err(error) => return Flow::ReadFailed(error),
         };
         if !fits {
-            tracing::debug!(
-                max_message_bytes = self.max_message_bytes,
-                "message too big"
-            );
+            tracing::debug!(max_message_bytes = self.max_message_bytes, "message too big");
             self.message = BytesMut::new();
             self.reset_transaction();
             return self.respond(&MESSAGE_TOO_BIG);
@@ -320,11 +299,7 @@ where
             return Flow::Drop;
         }
         self.push_reply(reply);
-        if reply.closes_after_reply() {
-            Flow::Close
-        } else {
-            Flow::Continue
-        }
+        if reply.closes_after_reply() { Flow::Close } else { Flow::Continue }
     }
 
     fn push_reply(&mut self, reply: &Reply) {

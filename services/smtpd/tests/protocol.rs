@@ -14,9 +14,8 @@ use sendwerk_smtpd::sink::BehaviourSink;
 #[tokio::test]
 async fn lettre_delivers_a_message_that_arrives_byte_for_byte() -> Result<()> {
     let (server, sink) = start_behaviour_sink(test_config(), BehaviourSink::new()).await;
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-        .port(server.local_addr().port())
-        .build();
+    let transport =
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(server.local_addr().port()).build();
     let envelope = Envelope::new(
         Some("sender@example.test".parse()?),
         vec!["rcpt1@example.test".parse()?, "rcpt2@example.test".parse()?],
@@ -31,10 +30,7 @@ async fn lettre_delivers_a_message_that_arrives_byte_for_byte() -> Result<()> {
     let received = sink.messages();
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].reverse_path, "sender@example.test");
-    assert_eq!(
-        received[0].recipients,
-        ["rcpt1@example.test", "rcpt2@example.test"]
-    );
+    assert_eq!(received[0].recipients, ["rcpt1@example.test", "rcpt2@example.test"]);
     // lettre ends the data with CRLF . CRLF, so the last line gains its line end.
     assert_eq!(received[0].data, format!("{message}\r\n").as_bytes());
     server.shutdown().await?;
@@ -47,15 +43,10 @@ async fn dot_stuffed_lines_round_trip_and_bare_lf_is_kept() -> Result<()> {
     let mut client = RawClient::connect_and_greet(server.local_addr()).await?;
 
     let wire = b"..leading\r\n...\r\n..\r\nbare\n.lf\r\nend\r\n.\r\n";
-    let reply = client
-        .send_message("a@example.test", "b@example.test", wire)
-        .await?;
+    let reply = client.send_message("a@example.test", "b@example.test", wire).await?;
 
     assert_eq!(reply, "250 2.0.0 ok: queued");
-    assert_eq!(
-        sink.messages()[0].data,
-        b".leading\r\n..\r\n.\r\nbare\n.lf\r\nend\r\n".as_slice()
-    );
+    assert_eq!(sink.messages()[0].data, b".leading\r\n..\r\n.\r\nbare\n.lf\r\nend\r\n".as_slice());
     server.shutdown().await?;
     Ok(())
 }
@@ -75,9 +66,7 @@ async fn pipelined_commands_are_answered_in_order() -> Result<()> {
     for _ in 0..6 {
         replies.push(client.read_reply().await?);
     }
-    client
-        .send(b"body\r\n.\r\nNOOP\r\nRSET\r\nVRFY x\r\nHELP\r\nQUIT\r\n")
-        .await?;
+    client.send(b"body\r\n.\r\nNOOP\r\nRSET\r\nVRFY x\r\nHELP\r\nQUIT\r\n").await?;
     for _ in 0..6 {
         replies.push(client.read_reply().await?);
     }
@@ -100,34 +89,22 @@ async fn pipelined_commands_are_answered_in_order() -> Result<()> {
         ]
     );
     client.expect_closed().await?;
-    assert_eq!(
-        sink.messages()[0].recipients,
-        ["b@example.test", "c@example.test"]
-    );
+    assert_eq!(sink.messages()[0].recipients, ["b@example.test", "c@example.test"]);
     server.shutdown().await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn oversize_message_gets_552_and_the_connection_stays_usable() -> Result<()> {
-    let config = ServerConfig {
-        max_message_bytes: 1024,
-        ..test_config()
-    };
+    let config = ServerConfig { max_message_bytes: 1024, ..test_config() };
     let (server, sink) = start_behaviour_sink(config, BehaviourSink::new()).await;
     let mut client = RawClient::connect_and_greet(server.local_addr()).await?;
 
-    let refused = client
-        .command("MAIL FROM:<a@example.test> SIZE=1025")
-        .await?;
+    let refused = client.command("MAIL FROM:<a@example.test> SIZE=1025").await?;
     let mut oversize = b"0123456789abcdef\r\n".repeat(1000);
     oversize.extend_from_slice(b".\r\n");
-    let too_big = client
-        .send_message("a@example.test", "b@example.test", &oversize)
-        .await?;
-    let fits = client
-        .send_message("a@example.test", "b@example.test", b"small\r\n.\r\n")
-        .await?;
+    let too_big = client.send_message("a@example.test", "b@example.test", &oversize).await?;
+    let fits = client.send_message("a@example.test", "b@example.test", b"small\r\n.\r\n").await?;
 
     assert_eq!(refused, "552 5.3.4 message size exceeds fixed maximum");
     assert_eq!(too_big, "552 5.3.4 message size exceeds fixed maximum");
@@ -159,10 +136,7 @@ async fn too_long_command_line_gets_500_and_the_session_goes_on() -> Result<()> 
 
 #[tokio::test]
 async fn idle_session_is_closed_with_421_after_the_idle_timeout() -> Result<()> {
-    let config = ServerConfig {
-        idle_timeout: Duration::from_millis(200),
-        ..test_config()
-    };
+    let config = ServerConfig { idle_timeout: Duration::from_millis(200), ..test_config() };
     let (server, _sink) = start_behaviour_sink(config, BehaviourSink::new()).await;
     let mut client = RawClient::connect_and_greet(server.local_addr()).await?;
 
@@ -176,10 +150,7 @@ async fn idle_session_is_closed_with_421_after_the_idle_timeout() -> Result<()> 
 
 #[tokio::test]
 async fn session_timeout_ends_even_a_busy_session() -> Result<()> {
-    let config = ServerConfig {
-        session_timeout: Duration::from_millis(300),
-        ..test_config()
-    };
+    let config = ServerConfig { session_timeout: Duration::from_millis(300), ..test_config() };
     let (server, _sink) = start_behaviour_sink(config, BehaviourSink::new()).await;
     let mut client = RawClient::connect_and_greet(server.local_addr()).await?;
 
@@ -198,20 +169,14 @@ async fn session_timeout_ends_even_a_busy_session() -> Result<()> {
 
 #[tokio::test]
 async fn connections_over_the_limit_are_refused_with_421() -> Result<()> {
-    let config = ServerConfig {
-        max_connections: 1,
-        ..test_config()
-    };
+    let config = ServerConfig { max_connections: 1, ..test_config() };
     let (server, _sink) = start_behaviour_sink(config, BehaviourSink::new()).await;
     let (_first, first_greeting) = RawClient::connect(server.local_addr()).await?;
 
     let (mut second, second_greeting) = RawClient::connect(server.local_addr()).await?;
 
     assert_eq!(first_greeting, "220 sink.test ESMTP ready");
-    assert_eq!(
-        second_greeting,
-        "421 4.3.2 sink.test too many connections, try again later"
-    );
+    assert_eq!(second_greeting, "421 4.3.2 sink.test too many connections, try again later");
     second.expect_closed().await?;
     server.shutdown().await?;
     Ok(())
@@ -232,20 +197,12 @@ async fn shutdown_lets_the_open_transaction_finish_and_closes_idle_sessions() ->
     let message_reply = busy.read_reply().await?;
     let next_reply = busy.command("MAIL FROM:<a@example.test>").await?;
 
-    assert_eq!(
-        idle_reply,
-        "421 4.3.0 server shutting down, try again later"
-    );
+    assert_eq!(idle_reply, "421 4.3.0 server shutting down, try again later");
     assert_eq!(data_reply, "354 end data with <CR><LF>.<CR><LF>");
     assert_eq!(message_reply, "250 2.0.0 ok: queued");
-    assert_eq!(
-        next_reply,
-        "421 4.3.0 server shutting down, try again later"
-    );
+    assert_eq!(next_reply, "421 4.3.0 server shutting down, try again later");
     busy.expect_closed().await?;
-    tokio::time::timeout(TEST_TIMEOUT, shutdown)
-        .await
-        .context("shutdown hangs")???;
+    tokio::time::timeout(TEST_TIMEOUT, shutdown).await.context("shutdown hangs")???;
     assert_eq!(sink.num_accepted(), 1);
     Ok(())
 }
@@ -258,16 +215,13 @@ async fn two_thousand_messages_over_one_connection_all_arrive() -> Result<()> {
 
     for index in 0..num_messages {
         // MAIL, RCPT and DATA pipelined in one write, as RFC 2920 allows.
-        let envelope =
-            format!("MAIL FROM:<a@example.test>\r\nRCPT TO:<user{index}@example.test>\r\nDATA\r\n");
+        let envelope = format!("MAIL FROM:<a@example.test>\r\nRCPT TO:<user{index}@example.test>\r\nDATA\r\n");
         client.send(envelope.as_bytes()).await?;
         for expected in ["250", "250", "354"] {
             let reply = client.read_reply().await?;
             assert!(reply.starts_with(expected), "message {index}: {reply}");
         }
-        client
-            .send(format!("Subject: {index}\r\n\r\nbody\r\n.\r\n").as_bytes())
-            .await?;
+        client.send(format!("Subject: {index}\r\n\r\nbody\r\n.\r\n").as_bytes()).await?;
         let reply = client.read_reply().await?;
         assert_eq!(reply, "250 2.0.0 ok: queued", "message {index}");
     }

@@ -51,13 +51,7 @@ pub struct EmbeddedPostgresOptions {
 
 impl Default for EmbeddedPostgresOptions {
     fn default() -> Self {
-        Self {
-            data_dir: None,
-            port: None,
-            durable: false,
-            max_connections: 200,
-            bin_dir: None,
-        }
+        Self { data_dir: None, port: None, durable: false, max_connections: 200, bin_dir: None }
     }
 }
 
@@ -78,17 +72,9 @@ pub enum EmbeddedPostgresError {
         source: std::io::Error,
     },
     #[error("{command} failed ({status}): {output}")]
-    CommandFailed {
-        command: String,
-        status: String,
-        output: String,
-    },
+    CommandFailed { command: String, status: String, output: String },
     #[error("postgres did not start on port {port}; last lines of {}:\n{log_tail}", log_path.display())]
-    StartFailed {
-        port: u16,
-        log_path: PathBuf,
-        log_tail: String,
-    },
+    StartFailed { port: u16, log_path: PathBuf, log_tail: String },
     #[error("postgres did not accept connections within {} s", READY_TIMEOUT.as_secs())]
     NotReady(#[source] tokio_postgres::Error),
     #[error("could not set the password of the existing cluster")]
@@ -151,23 +137,14 @@ impl EmbeddedPostgres {
         // The server user must be able to traverse it to reach its socket and data directories.
         fs::set_permissions(run_dir.path(), fs::Permissions::from_mode(0o755))
             .map_err(io_error("make the temporary directory traversable"))?;
-        let our_uid = fs::metadata(run_dir.path())
-            .map_err(io_error("stat the temporary directory"))?
-            .uid();
-        let server_user_opt = if our_uid == 0 {
-            Some(find_unix_user(SERVER_USER_WHEN_ROOT)?)
-        } else {
-            None
-        };
+        let our_uid = fs::metadata(run_dir.path()).map_err(io_error("stat the temporary directory"))?.uid();
+        let server_user_opt = if our_uid == 0 { Some(find_unix_user(SERVER_USER_WHEN_ROOT)?) } else { None };
         let (data_dir, is_data_dir_ephemeral) = match options.data_dir.clone() {
             Some(data_dir) => (data_dir, false),
             None => (run_dir.path().join("data"), true),
         };
-        let log_path = if is_data_dir_ephemeral {
-            run_dir.path().join("postgres.log")
-        } else {
-            data_dir.join("postgres.log")
-        };
+        let log_path =
+            if is_data_dir_ephemeral { run_dir.path().join("postgres.log") } else { data_dir.join("postgres.log") };
         let layout = ClusterLayout {
             bin_dir,
             run_dir: run_dir.path().to_path_buf(),
@@ -215,12 +192,7 @@ impl EmbeddedPostgres {
 
     /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/DATABASE`. Contains the password: do not log it.
     pub fn connection_url(&self, database: &str) -> String {
-        format!(
-            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{}",
-            self.password,
-            self.port,
-            percent_encode(database)
-        )
+        format!("postgres://{SUPERUSER}:{}@127.0.0.1:{}/{}", self.password, self.port, percent_encode(database))
     }
 
     /// The URL of the `postgres` maintenance database.
@@ -268,18 +240,12 @@ impl EmbeddedPostgres {
         let layout = &self.layout;
         let password_file = layout.run_dir.join("pwfile");
         create_owned_file(&password_file, layout)?;
-        fs::write(&password_file, format!("{}\n", self.password))
-            .map_err(io_error("write the password file"))?;
+        fs::write(&password_file, format!("{}\n", self.password)).map_err(io_error("write the password file"))?;
         let mut command = layout.server_command("initdb");
         command
             .arg("-D")
             .arg(&layout.data_dir)
-            .args([
-                "-U",
-                SUPERUSER,
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-            ])
+            .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256"])
             .arg(format!("--pwfile={}", password_file.display()))
             .args(["-E", "UTF8", "--locale=C", "--no-instructions"]);
         if !durable {
@@ -294,23 +260,15 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
-    async fn start_server(
-        &mut self,
-        options: &EmbeddedPostgresOptions,
-    ) -> Result<(), EmbeddedPostgresError> {
-        let num_attempts = if options.port.is_some() {
-            1
-        } else {
-            NUM_PORT_ATTEMPTS
-        };
+    async fn start_server(&mut self, options: &EmbeddedPostgresOptions) -> Result<(), EmbeddedPostgresError> {
+        let num_attempts = if options.port.is_some() { 1 } else { NUM_PORT_ATTEMPTS };
         let mut attempt = 1;
         loop {
             let port = match options.port {
                 Some(port) => port,
                 None => pick_free_port()?,
             };
-            let log_offset =
-                fs::metadata(&self.layout.log_path).map_or(0, |metadata| metadata.len());
+            let log_offset = fs::metadata(&self.layout.log_path).map_or(0, |metadata| metadata.len());
             let server_options = postgres_server_options(port, options, &self.layout.socket_dir);
             let mut command = self.layout.server_command("pg_ctl");
             command
@@ -320,10 +278,7 @@ impl EmbeddedPostgres {
                 .arg(&self.layout.log_path)
                 .args(["-w", "-t", "60", "start", "-o", &server_options])
                 .process_group(0);
-            let output = tokio::process::Command::from(command)
-                .output()
-                .await
-                .map_err(io_error("run pg_ctl start"))?;
+            let output = tokio::process::Command::from(command).output().await.map_err(io_error("run pg_ctl start"))?;
             if output.status.success() {
                 self.port = port;
                 self.is_running = true;
@@ -336,19 +291,12 @@ impl EmbeddedPostgres {
                 let _ = tokio::process::Command::from(stop).output().await;
             }
             if attempt < num_attempts && is_port_clash(&log_tail) {
-                warn!(
-                    port,
-                    attempt, "port taken before postgres could bind it, retrying"
-                );
+                warn!(port, attempt, "port taken before postgres could bind it, retrying");
                 attempt += 1;
                 continue;
             }
             let log_tail = format!("{log_tail}{}", combined_output(&output));
-            return Err(EmbeddedPostgresError::StartFailed {
-                port,
-                log_path: self.layout.log_path.clone(),
-                log_tail,
-            });
+            return Err(EmbeddedPostgresError::StartFailed { port, log_path: self.layout.log_path.clone(), log_tail });
         }
     }
 
@@ -361,10 +309,8 @@ impl EmbeddedPostgres {
             .user(SUPERUSER)
             .dbname("postgres")
             .connect_timeout(Duration::from_secs(10));
-        let (client, connection) = config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(EmbeddedPostgresError::SetPassword)?;
+        let (client, connection) =
+            config.connect(tokio_postgres::NoTls).await.map_err(EmbeddedPostgresError::SetPassword)?;
         let connection_task = tokio::spawn(connection);
         // DDL takes no bind parameters; the password is our own hex string, so it needs no escaping.
         let statement = format!("ALTER ROLE {SUPERUSER} PASSWORD '{}'", self.password);
@@ -379,8 +325,7 @@ impl EmbeddedPostgres {
         let admin_url = format!("{}?connect_timeout=5", self.admin_url());
         loop {
             let attempt = async {
-                let (client, connection) =
-                    tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await?;
+                let (client, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await?;
                 let connection_task = tokio::spawn(connection);
                 let result = client.simple_query("SELECT 1").await.map(|_| ());
                 drop(client);
@@ -446,20 +391,13 @@ impl ClusterLayout {
 
     fn pg_ctl_stop_command(&self, mode: &str) -> Command {
         let mut command = self.server_command("pg_ctl");
-        command
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(["stop", "-m", mode, "-w", "-t", "60"]);
+        command.arg("-D").arg(&self.data_dir).args(["stop", "-m", mode, "-w", "-t", "60"]);
         command
     }
 }
 
 /// `-p PORT -c name=value ...` for `pg_ctl -o`, which hands it to a shell: values are quoted.
-fn postgres_server_options(
-    port: u16,
-    options: &EmbeddedPostgresOptions,
-    socket_dir: &Path,
-) -> String {
+fn postgres_server_options(port: u16, options: &EmbeddedPostgresOptions, socket_dir: &Path) -> String {
     let mut settings = vec![
         ("listen_addresses", "127.0.0.1".to_string()),
         ("unix_socket_directories", socket_dir.display().to_string()),
@@ -488,21 +426,13 @@ fn shell_quote(value: &str) -> String {
 }
 
 fn is_port_clash(log_tail: &str) -> bool {
-    [
-        "Address already in use",
-        "could not create any TCP/IP sockets",
-    ]
-    .iter()
-    .any(|needle| log_tail.contains(needle))
+    ["Address already in use", "could not create any TCP/IP sockets"].iter().any(|needle| log_tail.contains(needle))
 }
 
 fn pick_free_port() -> Result<u16, EmbeddedPostgresError> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .map_err(io_error("bind 127.0.0.1:0 to find a free port"))?;
-    let port = listener
-        .local_addr()
-        .map_err(io_error("read the address of a free port"))?
-        .port();
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(io_error("bind 127.0.0.1:0 to find a free port"))?;
+    let port = listener.local_addr().map_err(io_error("read the address of a free port"))?.port();
     Ok(port)
 }
 
@@ -524,10 +454,7 @@ if [ -f "$data_dir/postmaster.pid" ]; then
 fi >/dev/null 2>&1
 rm -rf -- "$run_dir"
 "#;
-    let server_user = layout
-        .server_user_opt
-        .as_ref()
-        .map_or(String::new(), |user| user.name.clone());
+    let server_user = layout.server_user_opt.as_ref().map_or(String::new(), |user| user.name.clone());
     Command::new("/bin/sh")
         .arg("-c")
         .arg(SCRIPT)
@@ -547,10 +474,7 @@ rm -rf -- "$run_dir"
 }
 
 async fn run_to_completion(command: Command, name: &str) -> Result<(), EmbeddedPostgresError> {
-    let output = tokio::process::Command::from(command)
-        .output()
-        .await
-        .map_err(io_error(format!("run {name}")))?;
+    let output = tokio::process::Command::from(command).output().await.map_err(io_error(format!("run {name}")))?;
     if output.status.success() {
         return Ok(());
     }
@@ -582,10 +506,7 @@ fn read_log_tail(log_path: &Path, offset: u64) -> String {
 }
 
 /// Creates `path` (and missing parents) as a 0700 directory owned by the server user.
-fn create_private_dir(
-    path: &Path,
-    server_user_opt: Option<&UnixUser>,
-) -> Result<(), EmbeddedPostgresError> {
+fn create_private_dir(path: &Path, server_user_opt: Option<&UnixUser>) -> Result<(), EmbeddedPostgresError> {
     let action = || format!("create directory {}", path.display());
     fs::create_dir_all(path).map_err(io_error(action()))?;
     if let Some(server_user) = server_user_opt {
@@ -603,8 +524,7 @@ fn create_owned_file(path: &Path, layout: &ClusterLayout) -> Result<(), Embedded
         .mode(0o600)
         .open(path)
         .map_err(io_error(format!("create {}", path.display())))?;
-    file.flush()
-        .map_err(io_error(format!("create {}", path.display())))?;
+    file.flush().map_err(io_error(format!("create {}", path.display())))?;
     if let Some(server_user) = &layout.server_user_opt {
         std::os::unix::fs::chown(path, Some(server_user.uid), Some(server_user.gid))
             .map_err(io_error(format!("chown {}", path.display())))?;
@@ -622,11 +542,7 @@ fn find_unix_user(name: &str) -> Result<UnixUser, EmbeddedPostgresError> {
         let _password = fields.next()?;
         let uid = fields.next()?.parse().ok()?;
         let gid = fields.next()?.parse().ok()?;
-        Some(UnixUser {
-            name: name.to_string(),
-            uid,
-            gid,
-        })
+        Some(UnixUser { name: name.to_string(), uid, gid })
     });
     match user_opt {
         Some(user) if user.uid != 0 => Ok(user),
@@ -636,23 +552,16 @@ fn find_unix_user(name: &str) -> Result<UnixUser, EmbeddedPostgresError> {
 
 /// Finds the directory with `initdb`, `pg_ctl` and `postgres` of one PostgreSQL version.
 fn find_server_bin_dir(explicit_bin_dir: Option<&Path>) -> Result<PathBuf, EmbeddedPostgresError> {
-    let env_bin_dir = std::env::var_os("PG_BINDIR")
-        .filter(|value| !value.is_empty())
-        .map(PathBuf::from);
+    let env_bin_dir = std::env::var_os("PG_BINDIR").filter(|value| !value.is_empty()).map(PathBuf::from);
     // An explicit choice is honoured or reported, never silently replaced by another version.
     if let Some(bin_dir) = explicit_bin_dir.map(Path::to_path_buf).or(env_bin_dir) {
         if is_server_bin_dir(&bin_dir) {
             return Ok(bin_dir);
         }
-        return Err(EmbeddedPostgresError::BinariesNotFound {
-            searched: bin_dir.display().to_string(),
-        });
+        return Err(EmbeddedPostgresError::BinariesNotFound { searched: bin_dir.display().to_string() });
     }
     let mut searched = Vec::new();
-    if let Ok(output) = Command::new("pg_config")
-        .arg("--bindir")
-        .stdin(Stdio::null())
-        .output()
+    if let Ok(output) = Command::new("pg_config").arg("--bindir").stdin(Stdio::null()).output()
         && output.status.success()
     {
         let bin_dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
@@ -680,13 +589,8 @@ fn find_server_bin_dir(explicit_bin_dir: Option<&Path>) -> Result<PathBuf, Embed
         .flatten()
         .flatten()
         .filter_map(|entry| {
-            let version: Vec<u32> = entry
-                .file_name()
-                .to_str()?
-                .split('.')
-                .map(str::parse)
-                .collect::<Result<_, _>>()
-                .ok()?;
+            let version: Vec<u32> =
+                entry.file_name().to_str()?.split('.').map(str::parse).collect::<Result<_, _>>().ok()?;
             Some((version, entry.path().join("bin")))
         })
         .filter(|(_, bin_dir)| is_server_bin_dir(bin_dir))
@@ -695,25 +599,18 @@ fn find_server_bin_dir(explicit_bin_dir: Option<&Path>) -> Result<PathBuf, Embed
         return Ok(bin_dir);
     }
     searched.push("/usr/lib/postgresql/*/bin".to_string());
-    Err(EmbeddedPostgresError::BinariesNotFound {
-        searched: searched.join(", "),
-    })
+    Err(EmbeddedPostgresError::BinariesNotFound { searched: searched.join(", ") })
 }
 
 fn is_server_bin_dir(dir: &Path) -> bool {
     ["initdb", "pg_ctl", "postgres"].iter().all(|program| {
-        fs::metadata(dir.join(program))
-            .is_ok_and(|metadata| metadata.is_file() && metadata.mode() & 0o111 != 0)
+        fs::metadata(dir.join(program)).is_ok_and(|metadata| metadata.is_file() && metadata.mode() & 0o111 != 0)
     })
 }
 
 /// 64 hex digits from two v4 UUIDs (244 random bits): safe in URLs and SQL literals as is.
 fn random_password() -> String {
-    format!(
-        "{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }
 
 fn percent_encode(value: &str) -> String {

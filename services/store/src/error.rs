@@ -12,11 +12,7 @@ pub enum StoreError {
     #[error("mailing {0} not found")]
     MailingNotFound(MailingId),
     #[error("mailing {id} is {state}; {action} does not apply")]
-    WrongMailingState {
-        id: MailingId,
-        state: MailingState,
-        action: &'static str,
-    },
+    WrongMailingState { id: MailingId, state: MailingState, action: &'static str },
     #[error("unexpected data in the database: {0}")]
     Corrupt(String),
 }

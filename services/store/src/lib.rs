@@ -21,7 +21,7 @@ pub use mailings::{AttachmentData, MailingAction, MailingContent, MailingRecord,
 pub use pool::{Store, StoreConfig};
 pub use queue::{ClaimedRecipient, OutcomeKind, RecipientOutcome};
 pub use recipients::{
-    ExportRow, IngestSummary, NewRecipient, RecipientLookup, RecipientRecord, RecipientVariables,
-    RejectedRecipient, Rejection,
+    ExportRow, IngestSummary, NewRecipient, RecipientLookup, RecipientRecord, RecipientVariables, RejectedRecipient,
+    Rejection,
 };
 pub use suppressions::{SuppressionReason, SuppressionRecord};

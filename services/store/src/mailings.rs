@@ -59,11 +59,7 @@ impl StateCounts {
 
     /// Recipients not yet in a final state.
     pub fn unfinished(&self) -> i64 {
-        self.0
-            .iter()
-            .filter(|(state, _)| !state.is_final())
-            .map(|(_, n)| n)
-            .sum()
+        self.0.iter().filter(|(state, _)| !state.is_final()).map(|(_, n)| n).sum()
     }
 }
 
@@ -103,48 +99,34 @@ impl MailingAction {
 
 fn headers_to_json(headers: &[(String, String)]) -> serde_json::Value {
     serde_json::Value::Array(
-        headers
-            .iter()
-            .map(|(name, value)| serde_json::json!({ "name": name, "value": value }))
-            .collect(),
+        headers.iter().map(|(name, value)| serde_json::json!({ "name": name, "value": value })).collect(),
     )
 }
 
 fn headers_from_json(value: &serde_json::Value) -> Result<Vec<(String, String)>, StoreError> {
-    let entries = value
-        .as_array()
-        .ok_or_else(|| StoreError::Corrupt("headers not an array".into()))?;
+    let entries = value.as_array().ok_or_else(|| StoreError::Corrupt("headers not an array".into()))?;
     entries
         .iter()
         .map(|entry| {
             let field = |key: &str| entry.get(key).and_then(|v| v.as_str()).map(str::to_owned);
             match (field("name"), field("value")) {
                 (Some(name), Some(value)) => Ok((name, value)),
-                _ => Err(StoreError::Corrupt(
-                    "header entry without name or value".into(),
-                )),
+                _ => Err(StoreError::Corrupt("header entry without name or value".into())),
             }
         })
         .collect()
 }
 
 pub(crate) fn parse_mailing_state(raw: &str) -> Result<MailingState, StoreError> {
-    raw.parse()
-        .map_err(|error: sendwerk_core::StateParseError| StoreError::Corrupt(error.to_string()))
+    raw.parse().map_err(|error: sendwerk_core::StateParseError| StoreError::Corrupt(error.to_string()))
 }
 
 impl Store {
     #[instrument(skip_all, fields(tenant = tenant.as_str()))]
-    pub async fn create_mailing(
-        &self,
-        tenant: &TenantId,
-        content: &MailingContent,
-    ) -> Result<MailingId, StoreError> {
+    pub async fn create_mailing(&self, tenant: &TenantId, content: &MailingContent) -> Result<MailingId, StoreError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
-        let insert = transaction
-            .prepare_cached(include_str!("../sql/insert_mailing.sql"))
-            .await?;
+        let insert = transaction.prepare_cached(include_str!("../sql/insert_mailing.sql")).await?;
         let row = transaction
             .query_one(
                 &insert,
@@ -179,24 +161,16 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
-        let lock = transaction
-            .prepare_cached(include_str!("../sql/select_mailing_for_update.sql"))
-            .await?;
+        let lock = transaction.prepare_cached(include_str!("../sql/select_mailing_for_update.sql")).await?;
         let state_row = transaction
             .query_opt(&lock, &[&tenant.as_str(), &id.get()])
             .await?
             .ok_or(StoreError::MailingNotFound(id))?;
         let state = parse_mailing_state(state_row.get(0))?;
         if state != MailingState::Draft {
-            return Err(StoreError::WrongMailingState {
-                id,
-                state,
-                action: "update",
-            });
+            return Err(StoreError::WrongMailingState { id, state, action: "update" });
         }
-        let update = transaction
-            .prepare_cached(include_str!("../sql/update_mailing_content.sql"))
-            .await?;
+        let update = transaction.prepare_cached(include_str!("../sql/update_mailing_content.sql")).await?;
         transaction
             .execute(
                 &update,
@@ -216,9 +190,7 @@ impl Store {
                 ],
             )
             .await?;
-        let delete = transaction
-            .prepare_cached(include_str!("../sql/delete_attachments.sql"))
-            .await?;
+        let delete = transaction.prepare_cached(include_str!("../sql/delete_attachments.sql")).await?;
         transaction.execute(&delete, &[&id.get()]).await?;
         insert_attachments(&transaction, id, &content.attachments).await?;
         transaction.commit().await?;
@@ -234,16 +206,10 @@ impl Store {
         with_attachment_content: bool,
     ) -> Result<MailingRecord, StoreError> {
         let client = self.client().await?;
-        let select = client
-            .prepare_cached(include_str!("../sql/select_mailing.sql"))
-            .await?;
-        let row = client
-            .query_opt(&select, &[&tenant.as_str(), &id.get()])
-            .await?
-            .ok_or(StoreError::MailingNotFound(id))?;
-        let attachments_query = client
-            .prepare_cached(include_str!("../sql/select_attachments.sql"))
-            .await?;
+        let select = client.prepare_cached(include_str!("../sql/select_mailing.sql")).await?;
+        let row =
+            client.query_opt(&select, &[&tenant.as_str(), &id.get()]).await?.ok_or(StoreError::MailingNotFound(id))?;
+        let attachments_query = client.prepare_cached(include_str!("../sql/select_attachments.sql")).await?;
         let attachments = client
             .query(&attachments_query, &[&id.get()])
             .await?
@@ -252,11 +218,7 @@ impl Store {
                 filename: attachment.get(0),
                 content_type: attachment.get(1),
                 content_id: attachment.get(2),
-                content: if with_attachment_content {
-                    attachment.get(3)
-                } else {
-                    Vec::new()
-                },
+                content: if with_attachment_content { attachment.get(3) } else { Vec::new() },
             })
             .collect();
         let tenant_id: String = row.get(1);
@@ -287,13 +249,8 @@ impl Store {
     /// The tenant a mailing belongs to (for roles that work across tenants).
     pub async fn mailing_tenant(&self, id: MailingId) -> Result<TenantId, StoreError> {
         let client = self.client().await?;
-        let select = client
-            .prepare_cached(include_str!("../sql/select_mailing_tenant.sql"))
-            .await?;
-        let row = client
-            .query_opt(&select, &[&id.get()])
-            .await?
-            .ok_or(StoreError::MailingNotFound(id))?;
+        let select = client.prepare_cached(include_str!("../sql/select_mailing_tenant.sql")).await?;
+        let row = client.query_opt(&select, &[&id.get()]).await?.ok_or(StoreError::MailingNotFound(id))?;
         Ok(TenantId::new(row.get::<_, String>(0)))
     }
 
@@ -305,12 +262,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<MailingId>, StoreError> {
         let client = self.client().await?;
-        let list = client
-            .prepare_cached(include_str!("../sql/list_mailings.sql"))
-            .await?;
-        let rows = client
-            .query(&list, &[&tenant.as_str(), &before_id, &limit])
-            .await?;
+        let list = client.prepare_cached(include_str!("../sql/list_mailings.sql")).await?;
+        let rows = client.query(&list, &[&tenant.as_str(), &before_id, &limit]).await?;
         Ok(rows.iter().map(|row| MailingId::new(row.get(0))).collect())
     }
 
@@ -318,14 +271,13 @@ impl Store {
     #[instrument(skip_all, fields(mailing_id = %id))]
     pub async fn mailing_counts(&self, id: MailingId) -> Result<StateCounts, StoreError> {
         let client = self.client().await?;
-        let select = client
-            .prepare_cached(include_str!("../sql/select_mailing_counts.sql"))
-            .await?;
+        let select = client.prepare_cached(include_str!("../sql/select_mailing_counts.sql")).await?;
         let mut counts = BTreeMap::new();
         for row in client.query(&select, &[&id.get()]).await? {
-            let state: RecipientState = row.get::<_, &str>(0).parse().map_err(
-                |error: sendwerk_core::StateParseError| StoreError::Corrupt(error.to_string()),
-            )?;
+            let state: RecipientState = row
+                .get::<_, &str>(0)
+                .parse()
+                .map_err(|error: sendwerk_core::StateParseError| StoreError::Corrupt(error.to_string()))?;
             counts.insert(state, row.get(1));
         }
         Ok(StateCounts(counts))
@@ -342,38 +294,25 @@ impl Store {
     ) -> Result<MailingState, StoreError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
-        let lock = transaction
-            .prepare_cached(include_str!("../sql/select_mailing_for_update.sql"))
-            .await?;
+        let lock = transaction.prepare_cached(include_str!("../sql/select_mailing_for_update.sql")).await?;
         let row = transaction
             .query_opt(&lock, &[&tenant.as_str(), &id.get()])
             .await?
             .ok_or(StoreError::MailingNotFound(id))?;
         let current = parse_mailing_state(row.get(0))?;
-        let target = action
-            .target_state(current)
-            .ok_or(StoreError::WrongMailingState {
-                id,
-                state: current,
-                action: action.name(),
-            })?;
+        let target = action.target_state(current).ok_or(StoreError::WrongMailingState {
+            id,
+            state: current,
+            action: action.name(),
+        })?;
         let send_at = match action {
             MailingAction::Schedule { send_at } => Some(send_at),
             _ => None,
         };
-        let update = transaction
-            .prepare_cached(include_str!("../sql/set_mailing_state.sql"))
-            .await?;
-        transaction
-            .execute(
-                &update,
-                &[&tenant.as_str(), &id.get(), &target.as_str(), &send_at],
-            )
-            .await?;
+        let update = transaction.prepare_cached(include_str!("../sql/set_mailing_state.sql")).await?;
+        transaction.execute(&update, &[&tenant.as_str(), &id.get(), &target.as_str(), &send_at]).await?;
         if target == MailingState::Cancelled {
-            let cancel = transaction
-                .prepare_cached(include_str!("../sql/cancel_waiting_recipients.sql"))
-                .await?;
+            let cancel = transaction.prepare_cached(include_str!("../sql/cancel_waiting_recipients.sql")).await?;
             transaction.execute(&cancel, &[&id.get()]).await?;
         }
         transaction.commit().await?;
@@ -386,12 +325,9 @@ async fn insert_attachments(
     id: MailingId,
     attachments: &[AttachmentData],
 ) -> Result<(), StoreError> {
-    let insert = transaction
-        .prepare_cached(include_str!("../sql/insert_attachment.sql"))
-        .await?;
+    let insert = transaction.prepare_cached(include_str!("../sql/insert_attachment.sql")).await?;
     for (position, attachment) in attachments.iter().enumerate() {
-        let position = i32::try_from(position)
-            .map_err(|_| StoreError::Corrupt("too many attachments".into()))?;
+        let position = i32::try_from(position).map_err(|_| StoreError::Corrupt("too many attachments".into()))?;
         transaction
             .execute(
                 &insert,

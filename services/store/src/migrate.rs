@@ -5,22 +5,15 @@ use tracing::info;
 
 use crate::StoreError;
 
-const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
 
 /// An arbitrary, fixed key for `pg_advisory_lock`: "sendwerk" in ASCII.
 const MIGRATION_LOCK_KEY: i64 = 0x7365_6e64_7765_726b;
 
-pub(crate) async fn apply_migrations(
-    client: &mut deadpool_postgres::Object,
-) -> Result<(), StoreError> {
-    client
-        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
-        .await?;
+pub(crate) async fn apply_migrations(client: &mut deadpool_postgres::Object) -> Result<(), StoreError> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY]).await?;
     let result = apply_pending(client).await;
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
-        .await?;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY]).await?;
     result
 }
 
@@ -33,24 +26,15 @@ async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<(), Sto
                  applied_at timestamptz NOT NULL DEFAULT now())",
         )
         .await?;
-    let applied: Vec<i32> = client
-        .query("SELECT version FROM schema_migrations", &[])
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let applied: Vec<i32> =
+        client.query("SELECT version FROM schema_migrations", &[]).await?.iter().map(|row| row.get(0)).collect();
     for (version, name, sql) in MIGRATIONS {
         if applied.contains(version) {
             continue;
         }
         let transaction = client.transaction().await?;
         transaction.batch_execute(sql).await?;
-        transaction
-            .execute(
-                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                &[version, name],
-            )
-            .await?;
+        transaction.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", &[version, name]).await?;
         transaction.commit().await?;
         info!(version, name, "applied migration");
     }

@@ -38,9 +38,7 @@ impl Store {
         let manager = Manager::from_config(
             pg_config,
             tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
         let pool = Pool::builder(manager)
             .max_size(config.max_connections.max(2))
@@ -59,23 +57,22 @@ impl Store {
         crate::migrate::apply_migrations(&mut client).await
     }
 
+    /// Closes the pool: no new connections; idle ones are dropped.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.pool.get().await?)
     }
 
     /// Runs `EXPLAIN` for the claim statement, for the test that pins its plan.
-    pub async fn explain_claim(&self) -> Result<String, StoreError> {
+    pub async fn explain_claim(&self, mailing_id: sendwerk_core::MailingId) -> Result<String, StoreError> {
         let client = self.client().await?;
         let sql = format!("EXPLAIN {}", crate::queue::CLAIM_DUE_RECIPIENTS_SQL);
         let shards: Vec<i16> = (0..256).collect();
         let owner = uuid::Uuid::nil();
-        let rows = client
-            .query(&sql, &[&0_i64, &shards, &100_i64, &owner, &60.0_f64])
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|row| row.get::<_, String>(0))
-            .collect::<Vec<_>>()
-            .join("\n"))
+        let rows = client.query(&sql, &[&mailing_id.get(), &shards, &100_i64, &owner, &60.0_f64]).await?;
+        Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect::<Vec<_>>().join("\n"))
     }
 }

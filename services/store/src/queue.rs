@@ -75,18 +75,14 @@ impl Store {
     /// Moves scheduled mailings whose time has come to `sending`.
     pub async fn activate_due_mailings(&self) -> Result<Vec<MailingId>, StoreError> {
         let client = self.client().await?;
-        let activate = client
-            .prepare_cached(include_str!("../sql/activate_due_mailings.sql"))
-            .await?;
+        let activate = client.prepare_cached(include_str!("../sql/activate_due_mailings.sql")).await?;
         let rows = client.query(&activate, &[]).await?;
         Ok(rows.iter().map(|row| MailingId::new(row.get(0))).collect())
     }
 
     pub async fn sending_mailings(&self) -> Result<Vec<MailingId>, StoreError> {
         let client = self.client().await?;
-        let select = client
-            .prepare_cached(include_str!("../sql/select_sending_mailings.sql"))
-            .await?;
+        let select = client.prepare_cached(include_str!("../sql/select_sending_mailings.sql")).await?;
         let rows = client.query(&select, &[]).await?;
         Ok(rows.iter().map(|row| MailingId::new(row.get(0))).collect())
     }
@@ -103,18 +99,7 @@ impl Store {
     ) -> Result<Vec<ClaimedRecipient>, StoreError> {
         let client = self.client().await?;
         let claim = client.prepare_cached(CLAIM_DUE_RECIPIENTS_SQL).await?;
-        let rows = client
-            .query(
-                &claim,
-                &[
-                    &mailing_id.get(),
-                    &shards,
-                    &limit,
-                    &owner,
-                    &lease.as_secs_f64(),
-                ],
-            )
-            .await?;
+        let rows = client.query(&claim, &[&mailing_id.get(), &shards, &limit, &owner, &lease.as_secs_f64()]).await?;
         Ok(rows
             .iter()
             .map(|row| ClaimedRecipient {
@@ -136,11 +121,7 @@ impl Store {
     /// Writes back outcomes for rows `owner` still holds, with one delivery event each, in one
     /// statement. Returns how many rows were written: rows whose lease was lost are skipped.
     #[instrument(skip_all, fields(num_outcomes = outcomes.len()))]
-    pub async fn record_outcomes(
-        &self,
-        owner: Uuid,
-        outcomes: &[RecipientOutcome],
-    ) -> Result<u64, StoreError> {
+    pub async fn record_outcomes(&self, owner: Uuid, outcomes: &[RecipientOutcome]) -> Result<u64, StoreError> {
         if outcomes.is_empty() {
             return Ok(0);
         }
@@ -166,57 +147,32 @@ impl Store {
             events.push(event);
         }
         let client = self.client().await?;
-        let record = client
-            .prepare_cached(include_str!("../sql/record_outcomes.sql"))
-            .await?;
+        let record = client.prepare_cached(include_str!("../sql/record_outcomes.sql")).await?;
         let written = client
             .query(
                 &record,
-                &[
-                    &ids,
-                    &states,
-                    &next_attempts,
-                    &codes,
-                    &enhanced,
-                    &replies,
-                    &reasons,
-                    &message_ids,
-                    &events,
-                    &owner,
-                ],
+                &[&ids, &states, &next_attempts, &codes, &enhanced, &replies, &reasons, &message_ids, &events, &owner],
             )
             .await?;
-        let num_released = outcomes
-            .iter()
-            .filter(|o| o.kind == OutcomeKind::Released)
-            .count() as u64;
+        let num_released = outcomes.iter().filter(|o| o.kind == OutcomeKind::Released).count() as u64;
         Ok(written.len() as u64 + num_released)
     }
 
     /// Completes the given sending mailings that have no recipient left to send. Locks each
     /// mailing row first so that a concurrent `AddRecipients` chunk is either seen or waits.
-    pub async fn complete_finished_mailings(
-        &self,
-        mailing_ids: &[MailingId],
-    ) -> Result<Vec<MailingId>, StoreError> {
+    pub async fn complete_finished_mailings(&self, mailing_ids: &[MailingId]) -> Result<Vec<MailingId>, StoreError> {
         let mut completed = Vec::new();
         let mut client = self.client().await?;
         for id in mailing_ids {
             let transaction = client.transaction().await?;
-            let lock = transaction
-                .prepare_cached(include_str!("../sql/lock_sending_mailing.sql"))
-                .await?;
+            let lock = transaction.prepare_cached(include_str!("../sql/lock_sending_mailing.sql")).await?;
             if transaction.query_opt(&lock, &[&id.get()]).await?.is_none() {
                 continue;
             }
-            let count = transaction
-                .prepare_cached(include_str!("../sql/count_unfinished_recipients.sql"))
-                .await?;
+            let count = transaction.prepare_cached(include_str!("../sql/count_unfinished_recipients.sql")).await?;
             let unfinished: i64 = transaction.query_one(&count, &[&id.get()]).await?.get(0);
             if unfinished == 0 {
-                let complete = transaction
-                    .prepare_cached(include_str!("../sql/complete_mailing.sql"))
-                    .await?;
+                let complete = transaction.prepare_cached(include_str!("../sql/complete_mailing.sql")).await?;
                 transaction.execute(&complete, &[&id.get()]).await?;
                 completed.push(*id);
             }
@@ -228,9 +184,7 @@ impl Store {
     /// Retries rows whose sender's lease expired, recording `outcome-unknown` for each.
     pub async fn recover_expired_leases(&self, limit: i64) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let recover = client
-            .prepare_cached(include_str!("../sql/recover_expired_leases.sql"))
-            .await?;
+        let recover = client.prepare_cached(include_str!("../sql/recover_expired_leases.sql")).await?;
         Ok(client.execute(&recover, &[&limit]).await?)
     }
 }

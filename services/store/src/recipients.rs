@@ -2,9 +2,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use futures::{Stream, TryStreamExt};
-use sendwerk_core::{
-    EmailAddress, MailingId, MailingState, RecipientId, RecipientState, ShardId, TenantId,
-};
+use sendwerk_core::{EmailAddress, MailingId, MailingState, RecipientId, RecipientState, ShardId, TenantId};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use tracing::instrument;
@@ -89,8 +87,7 @@ pub struct RecipientLookup {
 }
 
 fn parse_recipient_state(raw: &str) -> Result<RecipientState, StoreError> {
-    raw.parse()
-        .map_err(|error: sendwerk_core::StateParseError| StoreError::Corrupt(error.to_string()))
+    raw.parse().map_err(|error: sendwerk_core::StateParseError| StoreError::Corrupt(error.to_string()))
 }
 
 fn variables_from_json(value: serde_json::Value) -> RecipientVariables {
@@ -125,44 +122,33 @@ impl Store {
         let mut unique_rows: Vec<&NewRecipient> = Vec::with_capacity(rows.len());
         let mut index_by_key: HashMap<String, usize> = HashMap::with_capacity(rows.len());
         for row in rows {
-            let key = row.email.as_str().to_lowercase();
-            if index_by_key.contains_key(&key) {
-                summary.duplicates += 1;
-                summary.rejected.push(duplicate(row));
-            } else {
-                index_by_key.insert(key, unique_rows.len());
-                unique_rows.push(row);
+            match index_by_key.entry(row.email.as_str().to_lowercase()) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    summary.duplicates += 1;
+                    summary.rejected.push(duplicate(row));
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(unique_rows.len());
+                    unique_rows.push(row);
+                }
             }
         }
 
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
-        let lock = transaction
-            .prepare_cached(include_str!("../sql/select_mailing_for_share.sql"))
-            .await?;
+        let lock = transaction.prepare_cached(include_str!("../sql/select_mailing_for_share.sql")).await?;
         let mailing = transaction
             .query_opt(&lock, &[&tenant.as_str(), &mailing_id.get()])
             .await?
             .ok_or(StoreError::MailingNotFound(mailing_id))?;
         let state = parse_mailing_state(mailing.get(0))?;
         if state.is_final() {
-            return Err(StoreError::WrongMailingState {
-                id: mailing_id,
-                state,
-                action: "adding recipients",
-            });
+            return Err(StoreError::WrongMailingState { id: mailing_id, state, action: "adding recipients" });
         }
-        transaction
-            .batch_execute(include_str!("../sql/create_recipient_stage.sql"))
-            .await?;
-        let copy = transaction
-            .prepare_cached(include_str!("../sql/copy_recipient_stage.sql"))
-            .await?;
+        transaction.batch_execute(include_str!("../sql/create_recipient_stage.sql")).await?;
+        let copy = transaction.prepare_cached(include_str!("../sql/copy_recipient_stage.sql")).await?;
         let sink = transaction.copy_in(&copy).await?;
-        let writer = BinaryCopyInWriter::new(
-            sink,
-            &[Type::TEXT, Type::TEXT, Type::INT2, Type::TEXT, Type::JSONB],
-        );
+        let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT, Type::INT2, Type::TEXT, Type::JSONB]);
         futures::pin_mut!(writer);
         for row in &unique_rows {
             let shard = i16::try_from(ShardId::for_domain(row.email.domain()).get())
@@ -170,22 +156,12 @@ impl Store {
             let variables = serde_json::Value::Object(row.variables.clone());
             writer
                 .as_mut()
-                .write(&[
-                    &row.email.as_str(),
-                    &row.email.domain().as_str(),
-                    &shard,
-                    &row.external_id,
-                    &variables,
-                ])
+                .write(&[&row.email.as_str(), &row.email.domain().as_str(), &shard, &row.external_id, &variables])
                 .await?;
         }
         writer.finish().await?;
-        let insert = transaction
-            .prepare_cached(include_str!("../sql/insert_staged_recipients.sql"))
-            .await?;
-        let inserted = transaction
-            .query(&insert, &[&mailing_id.get(), &tenant.as_str()])
-            .await?;
+        let insert = transaction.prepare_cached(include_str!("../sql/insert_staged_recipients.sql")).await?;
+        let inserted = transaction.query(&insert, &[&mailing_id.get(), &tenant.as_str()]).await?;
         transaction.commit().await?;
 
         let mut was_inserted = vec![false; unique_rows.len()];
@@ -226,13 +202,9 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<RecipientRecord>, StoreError> {
         let client = self.client().await?;
-        let list = client
-            .prepare_cached(include_str!("../sql/list_recipients.sql"))
-            .await?;
+        let list = client.prepare_cached(include_str!("../sql/list_recipients.sql")).await?;
         let state_name = state.map(RecipientState::as_str);
-        let rows = client
-            .query(&list, &[&mailing_id.get(), &after_id, &state_name, &limit])
-            .await?;
+        let rows = client.query(&list, &[&mailing_id.get(), &after_id, &state_name, &limit]).await?;
         rows.iter()
             .map(|row| {
                 Ok(RecipientRecord {
@@ -290,14 +262,8 @@ impl Store {
         id: RecipientId,
     ) -> Result<Option<RecipientLookup>, StoreError> {
         let client = self.client().await?;
-        let select = client
-            .prepare_cached(include_str!("../sql/select_recipient_by_id.sql"))
-            .await?;
-        Ok(client
-            .query_opt(&select, &[&mailing_id.get(), &id.get()])
-            .await?
-            .as_ref()
-            .map(lookup_from_row))
+        let select = client.prepare_cached(include_str!("../sql/select_recipient_by_id.sql")).await?;
+        Ok(client.query_opt(&select, &[&mailing_id.get(), &id.get()]).await?.as_ref().map(lookup_from_row))
     }
 
     pub async fn find_recipient_by_email(
@@ -306,29 +272,14 @@ impl Store {
         email: &str,
     ) -> Result<Option<RecipientLookup>, StoreError> {
         let client = self.client().await?;
-        let select = client
-            .prepare_cached(include_str!("../sql/select_recipient_by_email.sql"))
-            .await?;
-        Ok(client
-            .query_opt(&select, &[&mailing_id.get(), &email])
-            .await?
-            .as_ref()
-            .map(lookup_from_row))
+        let select = client.prepare_cached(include_str!("../sql/select_recipient_by_email.sql")).await?;
+        Ok(client.query_opt(&select, &[&mailing_id.get(), &email]).await?.as_ref().map(lookup_from_row))
     }
 
-    pub async fn first_queued_recipient(
-        &self,
-        mailing_id: MailingId,
-    ) -> Result<Option<RecipientLookup>, StoreError> {
+    pub async fn first_queued_recipient(&self, mailing_id: MailingId) -> Result<Option<RecipientLookup>, StoreError> {
         let client = self.client().await?;
-        let select = client
-            .prepare_cached(include_str!("../sql/select_first_queued_recipient.sql"))
-            .await?;
-        Ok(client
-            .query_opt(&select, &[&mailing_id.get()])
-            .await?
-            .as_ref()
-            .map(lookup_from_row))
+        let select = client.prepare_cached(include_str!("../sql/select_first_queued_recipient.sql")).await?;
+        Ok(client.query_opt(&select, &[&mailing_id.get()]).await?.as_ref().map(lookup_from_row))
     }
 
     /// Queued recipients after `after_id` whose variables lack at least one of `variables`,
@@ -341,31 +292,17 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<RecipientLookup>, StoreError> {
         let client = self.client().await?;
-        let select = client
-            .prepare_cached(include_str!(
-                "../sql/select_recipients_lacking_variables.sql"
-            ))
-            .await?;
-        let rows = client
-            .query(&select, &[&mailing_id.get(), &variables, &after_id, &limit])
-            .await?;
+        let select = client.prepare_cached(include_str!("../sql/select_recipients_lacking_variables.sql")).await?;
+        let rows = client.query(&select, &[&mailing_id.get(), &variables, &after_id, &limit]).await?;
         Ok(rows.iter().map(lookup_from_row).collect())
     }
 
     /// The mailing's state, for callers that check before streaming work.
-    pub async fn mailing_state(
-        &self,
-        tenant: &TenantId,
-        mailing_id: MailingId,
-    ) -> Result<MailingState, StoreError> {
+    pub async fn mailing_state(&self, tenant: &TenantId, mailing_id: MailingId) -> Result<MailingState, StoreError> {
         Ok(self.get_mailing(tenant, mailing_id, false).await?.state)
     }
 }
 
 fn duplicate(row: &NewRecipient) -> RejectedRecipient {
-    RejectedRecipient {
-        index: row.index,
-        email: row.email.to_string(),
-        rejection: Rejection::Duplicate,
-    }
+    RejectedRecipient { index: row.index, email: row.email.to_string(), rejection: Rejection::Duplicate }
 }

@@ -32,16 +32,10 @@ impl FromStr for SuppressionReason {
     type Err = StoreError;
 
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
-        [
-            Self::Manual,
-            Self::Unsubscribe,
-            Self::HardBounce,
-            Self::Complaint,
-            Self::SoftBounce,
-        ]
-        .into_iter()
-        .find(|reason| reason.as_str() == raw)
-        .ok_or_else(|| StoreError::Corrupt(format!("unknown suppression reason {raw:?}")))
+        [Self::Manual, Self::Unsubscribe, Self::HardBounce, Self::Complaint, Self::SoftBounce]
+            .into_iter()
+            .find(|reason| reason.as_str() == raw)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown suppression reason {raw:?}")))
     }
 }
 
@@ -60,10 +54,7 @@ pub struct SuppressionRecord {
 }
 
 fn suppression_keys(emails: &[EmailAddress]) -> Vec<String> {
-    emails
-        .iter()
-        .map(|email| email.as_str().to_lowercase())
-        .collect()
+    emails.iter().map(|email| email.as_str().to_lowercase()).collect()
 }
 
 fn records_from_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<SuppressionRecord>, StoreError> {
@@ -89,27 +80,15 @@ impl Store {
         note: &str,
     ) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let insert = client
-            .prepare_cached(include_str!("../sql/insert_suppressions.sql"))
-            .await?;
+        let insert = client.prepare_cached(include_str!("../sql/insert_suppressions.sql")).await?;
         let keys = suppression_keys(emails);
-        Ok(client
-            .execute(&insert, &[&tenant.as_str(), &keys, &reason.as_str(), &note])
-            .await?)
+        Ok(client.execute(&insert, &[&tenant.as_str(), &keys, &reason.as_str(), &note]).await?)
     }
 
-    pub async fn remove_suppressions(
-        &self,
-        tenant: &TenantId,
-        emails: &[EmailAddress],
-    ) -> Result<u64, StoreError> {
+    pub async fn remove_suppressions(&self, tenant: &TenantId, emails: &[EmailAddress]) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let delete = client
-            .prepare_cached(include_str!("../sql/delete_suppressions.sql"))
-            .await?;
-        Ok(client
-            .execute(&delete, &[&tenant.as_str(), &suppression_keys(emails)])
-            .await?)
+        let delete = client.prepare_cached(include_str!("../sql/delete_suppressions.sql")).await?;
+        Ok(client.execute(&delete, &[&tenant.as_str(), &suppression_keys(emails)]).await?)
     }
 
     /// A page of suppressions in address order, after `after_email`.
@@ -120,14 +99,8 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<SuppressionRecord>, StoreError> {
         let client = self.client().await?;
-        let list = client
-            .prepare_cached(include_str!("../sql/list_suppressions.sql"))
-            .await?;
-        records_from_rows(
-            &client
-                .query(&list, &[&tenant.as_str(), &after_email, &limit])
-                .await?,
-        )
+        let list = client.prepare_cached(include_str!("../sql/list_suppressions.sql")).await?;
+        records_from_rows(&client.query(&list, &[&tenant.as_str(), &after_email, &limit]).await?)
     }
 
     /// The suppressed ones among `emails`.
@@ -137,13 +110,7 @@ impl Store {
         emails: &[EmailAddress],
     ) -> Result<Vec<SuppressionRecord>, StoreError> {
         let client = self.client().await?;
-        let check = client
-            .prepare_cached(include_str!("../sql/check_suppressions.sql"))
-            .await?;
-        records_from_rows(
-            &client
-                .query(&check, &[&tenant.as_str(), &suppression_keys(emails)])
-                .await?,
-        )
+        let check = client.prepare_cached(include_str!("../sql/check_suppressions.sql")).await?;
+        records_from_rows(&client.query(&check, &[&tenant.as_str(), &suppression_keys(emails)]).await?)
     }
 }

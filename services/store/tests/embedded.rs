@@ -20,10 +20,7 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Er
 }
 
 async fn show(client: &tokio_postgres::Client, setting: &str) -> String {
-    let row = client
-        .query_one(&format!("SHOW {setting}"), &[])
-        .await
-        .unwrap();
+    let row = client.query_one(&format!("SHOW {setting}"), &[]).await.unwrap();
     row.get(0)
 }
 
@@ -50,9 +47,7 @@ fn run_dir_of(cluster: &EmbeddedPostgres) -> PathBuf {
 #[tokio::test]
 async fn a_started_cluster_answers_queries_with_ssd_costs_and_vanishes_when_stopped() {
     let started_at = Instant::now();
-    let cluster = EmbeddedPostgres::start(EmbeddedPostgresOptions::default())
-        .await
-        .unwrap();
+    let cluster = EmbeddedPostgres::start(EmbeddedPostgresOptions::default()).await.unwrap();
     eprintln!("cluster started in {:?}", started_at.elapsed());
     let port = cluster.port();
     let run_dir = run_dir_of(&cluster);
@@ -92,15 +87,9 @@ async fn two_clusters_run_side_by_side_on_different_ports() {
 
     let first_client = connect(&first.admin_url()).await.unwrap();
     let second_client = connect(&second.admin_url()).await.unwrap();
-    first_client
-        .batch_execute("CREATE TABLE only_in_first (id int)")
-        .await
-        .unwrap();
+    first_client.batch_execute("CREATE TABLE only_in_first (id int)").await.unwrap();
     let num_tables: i64 = second_client
-        .query_one(
-            "SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_first'",
-            &[],
-        )
+        .query_one("SELECT count(*) FROM pg_tables WHERE tablename = 'only_in_first'", &[])
         .await
         .unwrap()
         .get(0);
@@ -114,17 +103,12 @@ async fn two_clusters_run_side_by_side_on_different_ports() {
 #[tokio::test]
 async fn missing_server_binaries_give_an_error_naming_the_package_to_install() {
     let empty_dir = tempfile::tempdir().unwrap();
-    let options = EmbeddedPostgresOptions {
-        bin_dir: Some(empty_dir.path().to_path_buf()),
-        ..EmbeddedPostgresOptions::default()
-    };
+    let options =
+        EmbeddedPostgresOptions { bin_dir: Some(empty_dir.path().to_path_buf()), ..EmbeddedPostgresOptions::default() };
     let error = EmbeddedPostgres::start(options).await.unwrap_err();
     let message = error.to_string();
     assert!(message.contains("apt-get install postgresql"), "{message}");
-    assert!(
-        message.contains("dnf install postgresql-server"),
-        "{message}"
-    );
+    assert!(message.contains("dnf install postgresql-server"), "{message}");
     assert!(message.contains("DATABASE_URL"), "{message}");
 }
 
@@ -132,10 +116,7 @@ async fn missing_server_binaries_give_an_error_naming_the_package_to_install() {
 async fn a_taken_port_gives_an_error_with_the_tail_of_the_server_log() {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let taken_port = listener.local_addr().unwrap().port();
-    let options = EmbeddedPostgresOptions {
-        port: Some(taken_port),
-        ..EmbeddedPostgresOptions::default()
-    };
+    let options = EmbeddedPostgresOptions { port: Some(taken_port), ..EmbeddedPostgresOptions::default() };
     let error = EmbeddedPostgres::start(options).await.unwrap_err();
     let message = error.to_string();
     assert!(message.contains(&taken_port.to_string()), "{message}");
@@ -144,9 +125,7 @@ async fn a_taken_port_gives_an_error_with_the_tail_of_the_server_log() {
 
 #[tokio::test]
 async fn dropping_a_cluster_without_stopping_it_still_shuts_it_down() {
-    let cluster = EmbeddedPostgres::start(EmbeddedPostgresOptions::default())
-        .await
-        .unwrap();
+    let cluster = EmbeddedPostgres::start(EmbeddedPostgresOptions::default()).await.unwrap();
     let port = cluster.port();
     let run_dir = run_dir_of(&cluster);
     drop(cluster);
@@ -157,11 +136,7 @@ async fn dropping_a_cluster_without_stopping_it_still_shuts_it_down() {
 #[tokio::test]
 async fn a_persistent_data_dir_keeps_its_data_across_restarts_with_a_new_password() {
     let parent = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        parent.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(parent.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let options = EmbeddedPostgresOptions {
         data_dir: Some(parent.path().join("pgdata")),
         durable: true,
@@ -172,10 +147,7 @@ async fn a_persistent_data_dir_keeps_its_data_across_restarts_with_a_new_passwor
     let first_run = EmbeddedPostgres::start(options.clone()).await.unwrap();
     let first_url = first_run.admin_url();
     let client = connect(&first_url).await.unwrap();
-    client
-        .batch_execute("CREATE TABLE survives (id int); INSERT INTO survives VALUES (7)")
-        .await
-        .unwrap();
+    client.batch_execute("CREATE TABLE survives (id int); INSERT INTO survives VALUES (7)").await.unwrap();
     assert_eq!(show(&client, "fsync").await, "on");
     drop(client);
     first_run.stop().await;
@@ -183,11 +155,7 @@ async fn a_persistent_data_dir_keeps_its_data_across_restarts_with_a_new_passwor
     let second_run = EmbeddedPostgres::start(options).await.unwrap();
     assert_ne!(second_run.admin_url(), first_url);
     let client = connect(&second_run.admin_url()).await.unwrap();
-    let id: i32 = client
-        .query_one("SELECT id FROM survives", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let id: i32 = client.query_one("SELECT id FROM survives", &[]).await.unwrap().get(0);
     assert_eq!(id, 7);
     drop(client);
     second_run.stop().await;
@@ -226,10 +194,7 @@ fn a_cluster_whose_owner_is_killed_is_stopped_by_the_watchdog() {
     helper.kill().unwrap(); // SIGKILL: no destructor runs.
     helper.wait().unwrap();
 
-    assert!(eventually(
-        Duration::from_secs(30),
-        || !accepts_connections(port)
-    ));
+    assert!(eventually(Duration::from_secs(30), || !accepts_connections(port)));
     assert!(eventually(Duration::from_secs(30), || !Path::new(&run_dir).exists()));
 }
 
@@ -239,14 +204,8 @@ async fn helper_process_that_starts_a_cluster_and_waits_to_be_killed() {
     if std::env::var_os(HELPER_ENV).is_none() {
         return;
     }
-    let cluster = EmbeddedPostgres::start(EmbeddedPostgresOptions::default())
-        .await
-        .unwrap();
-    println!(
-        "embedded cluster: {} {}",
-        cluster.port(),
-        run_dir_of(&cluster).display()
-    );
+    let cluster = EmbeddedPostgres::start(EmbeddedPostgresOptions::default()).await.unwrap();
+    println!("embedded cluster: {} {}", cluster.port(), run_dir_of(&cluster).display());
     tokio::time::sleep(Duration::from_secs(300)).await;
     drop(cluster);
 }

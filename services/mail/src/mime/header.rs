@@ -31,16 +31,7 @@ const RESERVED_HEADERS: &[&str] = &[
 
 /// Replaces every control character (CR, LF, TAB, NUL, DEL, C1, U+2028/9) with a space.
 fn without_controls(value: &str) -> String {
-    value
-        .chars()
-        .map(|c| {
-            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect()
+    value.chars().map(|c| if c.is_control() || c == '\u{2028}' || c == '\u{2029}' { ' ' } else { c }).collect()
 }
 
 /// Writes an unstructured header (Subject) from untrusted text: control characters become
@@ -68,16 +59,9 @@ fn write_folded_ascii(out: &mut Vec<u8>, start_column: usize, value: &str) -> us
     let mut first = true;
     while segment_start < bytes.len() || first {
         // A segment is a run of whitespace followed by a run of non-whitespace.
-        let word_start = segment_start
-            + bytes[segment_start..]
-                .iter()
-                .take_while(|b| matches!(b, b' ' | b'\t'))
-                .count();
-        let word_end = word_start
-            + bytes[word_start..]
-                .iter()
-                .take_while(|b| !matches!(b, b' ' | b'\t'))
-                .count();
+        let word_start =
+            segment_start + bytes[segment_start..].iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+        let word_end = word_start + bytes[word_start..].iter().take_while(|b| !matches!(b, b' ' | b'\t')).count();
         let segment = &bytes[segment_start..word_end];
         let separator: &[u8] = if first { b" " } else { b"" };
         let width = separator.len() + segment.len();
@@ -137,20 +121,13 @@ pub(super) fn write_mailbox(out: &mut Vec<u8>, header: &str, mailbox: &Mailbox) 
     out.extend_from_slice(header.as_bytes());
     out.push(b':');
     let address = mailbox.address.as_str();
-    let name = mailbox
-        .name
-        .as_deref()
-        .map(without_controls)
-        .unwrap_or_default();
+    let name = mailbox.name.as_deref().map(without_controls).unwrap_or_default();
     let name = name.trim();
     let mut column = header.len() + 1;
     if !name.is_empty() {
         if !name.is_ascii() || name.contains("=?") || name.len() > 60 {
             column = write_encoded_words(out, column, name);
-        } else if name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || ATEXT_SPECIALS.contains(c))
-        {
+        } else if name.chars().all(|c| c.is_ascii_alphanumeric() || ATEXT_SPECIALS.contains(c)) {
             out.push(b' ');
             out.extend_from_slice(name.as_bytes());
             column += 1 + name.len();
@@ -169,29 +146,17 @@ pub(super) fn write_mailbox(out: &mut Vec<u8>, header: &str, mailbox: &Mailbox) 
 }
 
 /// Validates a caller-supplied header and appends it, folded.
-pub(super) fn write_checked_header(
-    out: &mut Vec<u8>,
-    name: &str,
-    value: &str,
-) -> Result<(), MimeError> {
-    let name_is_valid = !name.is_empty()
-        && name.len() <= 76
-        && name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
+pub(super) fn write_checked_header(out: &mut Vec<u8>, name: &str, value: &str) -> Result<(), MimeError> {
+    let name_is_valid =
+        !name.is_empty() && name.len() <= 76 && name.bytes().all(|b| (33..=126).contains(&b) && b != b':');
     if !name_is_valid {
-        return Err(MimeError::InvalidHeaderName {
-            name: name.to_owned(),
-        });
+        return Err(MimeError::InvalidHeaderName { name: name.to_owned() });
     }
     let lowercase = name.to_ascii_lowercase();
     if RESERVED_HEADERS.contains(&lowercase.as_str()) || lowercase.starts_with("content-") {
-        return Err(MimeError::ReservedHeader {
-            name: name.to_owned(),
-        });
+        return Err(MimeError::ReservedHeader { name: name.to_owned() });
     }
-    let invalid = |reason| MimeError::InvalidHeaderValue {
-        name: name.to_owned(),
-        reason,
-    };
+    let invalid = |reason| MimeError::InvalidHeaderValue { name: name.to_owned(), reason };
     if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(invalid("contains a line break or control character"));
     }
@@ -204,9 +169,7 @@ pub(super) fn write_checked_header(
     let longest = write_folded_ascii(out, name.len() + 1, value);
     if longest > MAX_LINE {
         out.truncate(start);
-        return Err(invalid(
-            "has a word too long for one header line (998 bytes)",
-        ));
+        return Err(invalid("has a word too long for one header line (998 bytes)"));
     }
     out.extend_from_slice(b"\r\n");
     Ok(())
@@ -221,9 +184,7 @@ pub(super) fn is_valid_message_id(message_id: &str) -> bool {
         && !right.is_empty()
         && message_id.len() <= 250
         && !right.contains('@')
-        && message_id
-            .bytes()
-            .all(|b| (33..=126).contains(&b) && !FORBIDDEN.contains(&b))
+        && message_id.bytes().all(|b| (33..=126).contains(&b) && !FORBIDDEN.contains(&b))
 }
 
 #[cfg(test)]
@@ -241,10 +202,7 @@ mod tests {
         for line in header.trim_end().split("\r\n") {
             assert!(line.len() <= 78, "{line:?}");
             let word = line.trim_start_matches("Subject:").trim();
-            assert!(
-                word.starts_with("=?UTF-8?B?") && word.ends_with("?=") && word.len() <= 75,
-                "{word}"
-            );
+            assert!(word.starts_with("=?UTF-8?B?") && word.ends_with("?=") && word.len() <= 75, "{word}");
         }
     }
 
@@ -253,14 +211,8 @@ mod tests {
         let mut out = Vec::new();
         write_unstructured(&mut out, "Subject", &"word ".repeat(30));
         let header = String::from_utf8(out).expect("ascii");
-        assert!(
-            header.split("\r\n").all(|line| line.len() <= 78),
-            "{header}"
-        );
-        assert_eq!(
-            header.replace("\r\n", ""),
-            format!("Subject: {}\r\n", "word ".repeat(30)).replace("\r\n", "")
-        );
+        assert!(header.split("\r\n").all(|line| line.len() <= 78), "{header}");
+        assert_eq!(header.replace("\r\n", ""), format!("Subject: {}\r\n", "word ".repeat(30)).replace("\r\n", ""));
     }
 
     #[test]
@@ -268,27 +220,15 @@ mod tests {
         let address = EmailAddress::parse("news@shop.example").expect("valid");
         let cases = [
             (Some("Shop"), "From: Shop <news@shop.example>\r\n"),
-            (
-                Some("Shop, Inc."),
-                "From: \"Shop, Inc.\" <news@shop.example>\r\n",
-            ),
-            (
-                Some("a \"b\" \\"),
-                "From: \"a \\\"b\\\" \\\\\" <news@shop.example>\r\n",
-            ),
-            (
-                Some("Café"),
-                "From: =?UTF-8?B?Q2Fmw6k=?= <news@shop.example>\r\n",
-            ),
+            (Some("Shop, Inc."), "From: \"Shop, Inc.\" <news@shop.example>\r\n"),
+            (Some("a \"b\" \\"), "From: \"a \\\"b\\\" \\\\\" <news@shop.example>\r\n"),
+            (Some("Café"), "From: =?UTF-8?B?Q2Fmw6k=?= <news@shop.example>\r\n"),
             (Some("  "), "From: news@shop.example\r\n"),
             (None, "From: news@shop.example\r\n"),
         ];
         for (name, expected) in cases {
             let mut out = Vec::new();
-            let mailbox = Mailbox {
-                name: name.map(String::from),
-                address: address.clone(),
-            };
+            let mailbox = Mailbox { name: name.map(String::from), address: address.clone() };
             write_mailbox(&mut out, "From", &mailbox);
             assert_eq!(String::from_utf8_lossy(&out), expected);
         }
@@ -297,30 +237,10 @@ mod tests {
     #[test]
     fn reserved_or_malformed_headers_are_rejected_by_name() {
         let cases = [
-            (
-                "Bcc",
-                "x@example.com",
-                MimeError::ReservedHeader { name: "Bcc".into() },
-            ),
-            (
-                "content-type",
-                "text/plain",
-                MimeError::ReservedHeader {
-                    name: "content-type".into(),
-                },
-            ),
-            (
-                "X-A:B",
-                "v",
-                MimeError::InvalidHeaderName {
-                    name: "X-A:B".into(),
-                },
-            ),
-            (
-                "X A",
-                "v",
-                MimeError::InvalidHeaderName { name: "X A".into() },
-            ),
+            ("Bcc", "x@example.com", MimeError::ReservedHeader { name: "Bcc".into() }),
+            ("content-type", "text/plain", MimeError::ReservedHeader { name: "content-type".into() }),
+            ("X-A:B", "v", MimeError::InvalidHeaderName { name: "X-A:B".into() }),
+            ("X A", "v", MimeError::InvalidHeaderName { name: "X A".into() }),
             (
                 "X-Tag",
                 "a\r\nBcc: x@y",
@@ -332,17 +252,11 @@ mod tests {
             (
                 "X-Tag",
                 "grüße",
-                MimeError::InvalidHeaderValue {
-                    name: "X-Tag".into(),
-                    reason: "contains non-ASCII characters",
-                },
+                MimeError::InvalidHeaderValue { name: "X-Tag".into(), reason: "contains non-ASCII characters" },
             ),
         ];
         for (name, value, expected) in cases {
-            assert_eq!(
-                write_checked_header(&mut Vec::new(), name, value),
-                Err(expected)
-            );
+            assert_eq!(write_checked_header(&mut Vec::new(), name, value), Err(expected));
         }
         let mut out = Vec::new();
         write_checked_header(&mut out, "X-Campaign", "spring\tsale").expect("tab is allowed");
@@ -351,9 +265,7 @@ mod tests {
 
     #[test]
     fn message_ids_must_be_local_at_domain_without_specials() {
-        assert!(is_valid_message_id(&generate_message_id(
-            "mail.example.com"
-        )));
+        assert!(is_valid_message_id(&generate_message_id("mail.example.com")));
         for bad in ["", "no-at", "a@b@c", "a b@c", "<a@b>", "a@b\r\nX: y"] {
             assert!(!is_valid_message_id(bad), "{bad:?}");
         }

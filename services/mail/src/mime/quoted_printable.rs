@@ -12,11 +12,7 @@ pub(super) fn write_quoted_printable(out: &mut Vec<u8>, text: &str) {
         if byte == b'\r' || byte == b'\n' {
             out.extend_from_slice(b"\r\n");
             column = 0;
-            index += if byte == b'\r' && bytes.get(index + 1) == Some(&b'\n') {
-                2
-            } else {
-                1
-            };
+            index += if byte == b'\r' && bytes.get(index + 1) == Some(&b'\n') { 2 } else { 1 };
             continue;
         }
         let at_line_end = matches!(bytes.get(index + 1), None | Some(b'\r' | b'\n'));
@@ -37,11 +33,7 @@ pub(super) fn write_quoted_printable(out: &mut Vec<u8>, text: &str) {
             encode = must_encode(0);
         }
         if encode {
-            out.extend_from_slice(&[
-                b'=',
-                HEX[usize::from(byte >> 4)],
-                HEX[usize::from(byte & 0x0f)],
-            ]);
+            out.extend_from_slice(&[b'=', HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0x0f)]]);
             column += 3;
         } else {
             out.push(byte);
@@ -68,23 +60,14 @@ mod tests {
 
     #[test]
     fn quoted_printable_normalises_every_line_ending_to_crlf() {
-        assert_eq!(
-            quoted_printable("a\nb\rc\r\nd\n\r"),
-            "a\r\nb\r\nc\r\nd\r\n\r\n"
-        );
+        assert_eq!(quoted_printable("a\nb\rc\r\nd\n\r"), "a\r\nb\r\nc\r\nd\r\n\r\n");
     }
 
     #[test]
     fn quoted_printable_protects_leading_dots_and_from_lines() {
-        assert_eq!(
-            quoted_printable(".\n.x\nFrom me\nFromage"),
-            "=2E\r\n=2Ex\r\n=46rom me\r\nFromage"
-        );
+        assert_eq!(quoted_printable(".\n.x\nFrom me\nFromage"), "=2E\r\n=2Ex\r\n=46rom me\r\nFromage");
         let long = format!("{}.{}", "a".repeat(75), "b");
-        assert_eq!(
-            quoted_printable(&long),
-            format!("{}=\r\n=2Eb", "a".repeat(75))
-        );
+        assert_eq!(quoted_printable(&long), format!("{}=\r\n=2Eb", "a".repeat(75)));
     }
 
     #[test]

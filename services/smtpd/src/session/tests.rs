@@ -16,12 +16,7 @@ async fn run_session(input: &[u8], config: ServerConfig, sink: &BehaviourSink) -
     let (client, server) = tokio::io::duplex(1 << 20);
     let (server_read, server_write) = tokio::io::split(server);
     let (mut client_read, mut client_write) = tokio::io::split(client);
-    let io = SmtpIo::new(
-        server_read,
-        server_write,
-        config.idle_timeout,
-        config.session_timeout,
-    );
+    let io = SmtpIo::new(server_read, server_write, config.idle_timeout, config.session_timeout);
     let settings = SessionSettings::new(config);
     let (_shutdown_tx, shutdown_rx) = watch::channel(false);
     let info = SessionInfo::new(1, "127.0.0.1:2525".parse().unwrap());
@@ -107,10 +102,9 @@ async fn commands_out_of_order_get_503_and_helo_sessions_get_no_enhanced_codes()
 #[tokio::test]
 async fn limits_on_size_recipients_and_line_length_are_enforced() {
     let sink = BehaviourSink::new();
-    let mut input =
-        b"EHLO c\r\nMAIL FROM:<a@x.test> SIZE=1001\r\nMAIL FROM:<a@x.test> SIZE=1000\r\n\
+    let mut input = b"EHLO c\r\nMAIL FROM:<a@x.test> SIZE=1001\r\nMAIL FROM:<a@x.test> SIZE=1000\r\n\
         RCPT TO:<b@x.test>\r\nRCPT TO:<c@x.test>\r\nRCPT TO:<d@x.test>\r\nDATA\r\n"
-            .to_vec();
+        .to_vec();
     input.extend_from_slice(&b"0123456789\r\n".repeat(100));
     input.extend_from_slice(b".\r\nNOOP ");
     input.extend_from_slice(&[b'x'; 5000]);

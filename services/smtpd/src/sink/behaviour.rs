@@ -35,14 +35,9 @@ enum Behaviour {
 
 impl Behaviour {
     fn for_address(address: &str) -> Self {
-        let local_part = address
-            .rsplit_once('@')
-            .map_or(address, |(local_part, _)| local_part);
-        let starts_with = |prefix: &str| {
-            local_part
-                .get(..prefix.len())
-                .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
-        };
+        let local_part = address.rsplit_once('@').map_or(address, |(local_part, _)| local_part);
+        let starts_with =
+            |prefix: &str| local_part.get(..prefix.len()).is_some_and(|start| start.eq_ignore_ascii_case(prefix));
         if starts_with("permfail") {
             Self::PermanentFailure
         } else if starts_with("tempfail") {
@@ -151,11 +146,7 @@ impl BehaviourSink {
 
     /// Number of RCPT attempts seen for exactly this address.
     pub fn attempts_for(&self, address: &str) -> u32 {
-        self.lock_state()
-            .rcpt_attempts
-            .get(address)
-            .copied()
-            .unwrap_or(0)
+        self.lock_state().rcpt_attempts.get(address).copied().unwrap_or(0)
     }
 
     /// Waits until at least `num_messages` were accepted; false if `timeout` passed first.
@@ -197,19 +188,12 @@ impl BehaviourSink {
 }
 
 impl SmtpHandler for BehaviourSink {
-    async fn rcpt_to(
-        &self,
-        _session: &SessionInfo,
-        _reverse_path: &str,
-        forward_path: &str,
-    ) -> Reply {
+    async fn rcpt_to(&self, _session: &SessionInfo, _reverse_path: &str, forward_path: &str) -> Reply {
         let behaviour = Behaviour::for_address(forward_path);
         let attempts = self.record_rcpt_attempt(forward_path, behaviour);
         match behaviour {
             Behaviour::PermanentFailure => PERMANENT_FAILURE,
-            Behaviour::TemporaryFailure if attempts <= self.num_temporary_failures => {
-                TEMPORARY_FAILURE
-            }
+            Behaviour::TemporaryFailure if attempts <= self.num_temporary_failures => TEMPORARY_FAILURE,
             Behaviour::TemporaryFailure
             | Behaviour::Slow
             | Behaviour::DataFailure
@@ -223,11 +207,7 @@ impl SmtpHandler for BehaviourSink {
             tokio::time::sleep(self.data_latency).await;
         }
         let recipients = envelope.forward_paths();
-        let has = |wanted: Behaviour| {
-            recipients
-                .iter()
-                .any(|recipient| Behaviour::for_address(recipient) == wanted)
-        };
+        let has = |wanted: Behaviour| recipients.iter().any(|recipient| Behaviour::for_address(recipient) == wanted);
         if has(Behaviour::Slow) {
             tokio::time::sleep(self.slow_delay).await;
         }
@@ -259,27 +239,12 @@ mod tests {
 
     #[test]
     fn behaviour_is_chosen_by_local_part_prefix() {
-        assert_eq!(
-            Behaviour::for_address("permfail-1@x.test"),
-            Behaviour::PermanentFailure
-        );
-        assert_eq!(
-            Behaviour::for_address("TempFail@x.test"),
-            Behaviour::TemporaryFailure
-        );
+        assert_eq!(Behaviour::for_address("permfail-1@x.test"), Behaviour::PermanentFailure);
+        assert_eq!(Behaviour::for_address("TempFail@x.test"), Behaviour::TemporaryFailure);
         assert_eq!(Behaviour::for_address("slow7@x.test"), Behaviour::Slow);
-        assert_eq!(
-            Behaviour::for_address("datafail@x.test"),
-            Behaviour::DataFailure
-        );
-        assert_eq!(
-            Behaviour::for_address("drop@x.test"),
-            Behaviour::DropConnection
-        );
-        assert_eq!(
-            Behaviour::for_address("user@permfail.test"),
-            Behaviour::Accept
-        );
+        assert_eq!(Behaviour::for_address("datafail@x.test"), Behaviour::DataFailure);
+        assert_eq!(Behaviour::for_address("drop@x.test"), Behaviour::DropConnection);
+        assert_eq!(Behaviour::for_address("user@permfail.test"), Behaviour::Accept);
         assert_eq!(Behaviour::for_address("ü@x.test"), Behaviour::Accept);
     }
 

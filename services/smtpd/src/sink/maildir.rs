@@ -32,11 +32,7 @@ impl MaildirSink {
         for subdir in ["tmp", "new", "cur"] {
             fs::create_dir_all(dir.join(subdir))?;
         }
-        Ok(Self {
-            dir,
-            num_messages: AtomicU64::new(0),
-            last_sequence: AtomicU64::new(0),
-        })
+        Ok(Self { dir, num_messages: AtomicU64::new(0), last_sequence: AtomicU64::new(0) })
     }
 
     pub fn dir(&self) -> &Path {
@@ -51,9 +47,7 @@ impl MaildirSink {
     /// A maildir file name, unique per host: time, process id and a per-sink sequence number.
     fn unique_file_name(&self) -> String {
         let sequence = self.last_sequence.fetch_add(1, Ordering::Relaxed) + 1;
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         format!(
             "{}.M{}P{}Q{}.sendwerk-smtpd",
             since_epoch.as_secs(),
@@ -65,12 +59,7 @@ impl MaildirSink {
 }
 
 impl SmtpHandler for MaildirSink {
-    async fn rcpt_to(
-        &self,
-        _session: &SessionInfo,
-        _reverse_path: &str,
-        _forward_path: &str,
-    ) -> Reply {
+    async fn rcpt_to(&self, _session: &SessionInfo, _reverse_path: &str, _forward_path: &str) -> Reply {
         Reply::fixed(250, "2.1.5", "ok")
     }
 
@@ -93,11 +82,7 @@ impl SmtpHandler for MaildirSink {
         match stored {
             Ok(()) => {
                 self.num_messages.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(
-                    session_id = session.session_id(),
-                    file_name,
-                    "message stored"
-                );
+                tracing::debug!(session_id = session.session_id(), file_name, "message stored");
                 Reply::new(250, "2.0.0", format!("ok: stored as {file_name}"))
             }
             Err(error) => {
@@ -108,12 +93,7 @@ impl SmtpHandler for MaildirSink {
     }
 }
 
-fn write_then_rename(
-    tmp_path: &Path,
-    new_path: &Path,
-    headers: &[u8],
-    message: &[u8],
-) -> io::Result<()> {
+fn write_then_rename(tmp_path: &Path, new_path: &Path, headers: &[u8], message: &[u8]) -> io::Result<()> {
     let mut file = fs::File::create(tmp_path)?;
     file.write_all(headers)?;
     file.write_all(message)?;
@@ -135,13 +115,7 @@ mod tests {
         let session = SessionInfo::new(1, "127.0.0.1:25".parse().unwrap());
         let envelope = Envelope::new("from@example.test", &["to@example.test", "cc@example.test"]);
 
-        let reply = sink
-            .data(
-                &session,
-                &envelope,
-                Bytes::from_static(b"Subject: hi\r\n\r\nbody\r\n"),
-            )
-            .await;
+        let reply = sink.data(&session, &envelope, Bytes::from_static(b"Subject: hi\r\n\r\nbody\r\n")).await;
 
         assert!(reply.is_positive(), "{reply:?}");
         assert_eq!(sink.num_messages(), 1);

@@ -17,24 +17,15 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn test_config() -> ServerConfig {
-    ServerConfig {
-        hostname: "sink.test".to_owned(),
-        ..ServerConfig::default()
-    }
+    ServerConfig { hostname: "sink.test".to_owned(), ..ServerConfig::default() }
 }
 
 pub async fn start_server<H: SmtpHandler>(config: ServerConfig, handler: Arc<H>) -> RunningServer {
     let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    SmtpServer::bind(addr, config, handler)
-        .await
-        .unwrap()
-        .spawn()
+    SmtpServer::bind(addr, config, handler).await.unwrap().spawn()
 }
 
-pub async fn start_behaviour_sink(
-    config: ServerConfig,
-    sink: BehaviourSink,
-) -> (RunningServer, Arc<BehaviourSink>) {
+pub async fn start_behaviour_sink(config: ServerConfig, sink: BehaviourSink) -> (RunningServer, Arc<BehaviourSink>) {
     let sink = Arc::new(sink);
     let server = start_server(config, Arc::clone(&sink)).await;
     (server, sink)
@@ -51,10 +42,7 @@ impl RawClient {
     pub async fn connect(addr: SocketAddr) -> Result<(Self, String)> {
         let stream = TcpStream::connect(addr).await.context("connect")?;
         let (read_half, writer) = stream.into_split();
-        let mut client = Self {
-            reader: BufReader::new(read_half),
-            writer,
-        };
+        let mut client = Self { reader: BufReader::new(read_half), writer };
         let greeting = client.read_reply().await?;
         Ok((client, greeting))
     }
@@ -105,9 +93,7 @@ impl RawClient {
     /// Succeeds when the server closes the connection without sending anything more.
     pub async fn expect_closed(&mut self) -> Result<()> {
         let mut rest = Vec::new();
-        tokio::time::timeout(TEST_TIMEOUT, self.reader.read_to_end(&mut rest))
-            .await
-            .context("close timed out")??;
+        tokio::time::timeout(TEST_TIMEOUT, self.reader.read_to_end(&mut rest)).await.context("close timed out")??;
         if !rest.is_empty() {
             bail!("expected close, got {:?}", String::from_utf8_lossy(&rest));
         }
