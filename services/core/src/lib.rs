@@ -8,6 +8,7 @@
 
 mod address;
 mod ids;
+pub mod lenient;
 mod outcome;
 mod retry;
 mod state;

@@ -34,13 +34,17 @@ pub enum RelayTls {
 #[derive(Clone, serde::Deserialize)]
 #[serde(default)]
 pub struct RelayConfig {
+    #[serde(deserialize_with = "sendwerk_core::lenient::string")]
     pub host: String,
     pub port: u16,
     pub tls: RelayTls,
+    #[serde(deserialize_with = "sendwerk_core::lenient::option_string")]
     pub username: Option<String>,
     /// Never logged.
+    #[serde(deserialize_with = "sendwerk_core::lenient::option_string")]
     pub password: Option<String>,
     /// Our name in EHLO.
+    #[serde(deserialize_with = "sendwerk_core::lenient::string")]
     pub hello_name: String,
     #[serde(with = "humantime_secs")]
     pub connect_timeout: Duration,

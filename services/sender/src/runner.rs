@@ -210,7 +210,8 @@ async fn claim_loop(
             for mailing_id in &sending {
                 let free = job_tx.capacity();
                 if free == 0 {
-                    break;
+                    // The pipeline is full: there is work, wait for room (below), not the poll.
+                    return Ok(num_claimed.max(1));
                 }
                 let limit = (config.claim_batch_size as usize).min(free) as i64;
                 let claimed =

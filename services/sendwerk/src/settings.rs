@@ -20,11 +20,13 @@ use serde::Deserialize;
 #[serde(default)]
 pub struct Settings {
     /// `postgres://…`; when unset, `dev` and `demo` start an embedded PostgreSQL. Never logged.
+    #[serde(deserialize_with = "sendwerk_core::lenient::option_string")]
     pub database_url: Option<String>,
     pub database_max_connections: usize,
     /// Where the gRPC control plane listens.
     pub grpc_listen: SocketAddr,
     /// Bearer token required on every gRPC call when set. Never logged.
+    #[serde(deserialize_with = "sendwerk_core::lenient::option_string")]
     pub api_token: Option<String>,
     pub max_message_bytes: usize,
     /// The smarthost senders deliver to.
@@ -105,13 +107,18 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("SENDWERK_").split("__").ignore(&["config", "server", "log_format"]));
-        let mut settings: Settings = figment.extract().context("invalid configuration")?;
+        let mut settings = Self::from_figment(&figment)?;
         if let Ok(url) = std::env::var("DATABASE_URL")
             && !url.is_empty()
         {
             settings.database_url = Some(url);
         }
         Ok(settings)
+    }
+
+    /// Settings from an assembled figment (file and environment providers).
+    pub fn from_figment(figment: &Figment) -> anyhow::Result<Self> {
+        figment.extract().context("invalid configuration")
     }
 
     pub fn sender_config(&self) -> anyhow::Result<SenderConfig> {
@@ -173,5 +180,57 @@ impl Settings {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+
+    use super::Settings;
+
+    #[test]
+    fn nested_keys_numeric_secrets_and_dkim_entries_load() {
+        // Environment providers parse `12345` into a number; secrets must still be text.
+        let figment = Figment::new().merge(Toml::string(
+            r#"
+            api_token = 987654
+            grpc_listen = "0.0.0.0:6000"
+            [relay]
+            host = "smtp.internal"
+            port = 587
+            tls = "required"
+            username = "sendwerk"
+            password = 12345
+            [sender]
+            connections = 3
+            lease_secs = 30
+            [[dkim]]
+            domain = "example.com"
+            selector = "s1"
+            algorithm = "ed25519"
+            key_pem = "-----BEGIN PRIVATE KEY-----"
+            "#,
+        ));
+        let settings = Settings::from_figment(&figment).expect("valid settings");
+        assert_eq!(settings.api_token.as_deref(), Some("987654"));
+        assert_eq!(settings.relay.password.as_deref(), Some("12345"));
+        assert_eq!((settings.relay.host.as_str(), settings.relay.port), ("smtp.internal", 587));
+        assert_eq!(settings.grpc_listen.port(), 6000);
+        let sender = settings.sender_config().expect("sender config");
+        assert_eq!(sender.num_connections, 3);
+        assert_eq!(sender.lease.as_secs(), 30);
+        assert_eq!(sender.dkim_keys.len(), 1);
+        assert!(!format!("{:?}", settings.relay).contains("12345"), "the password is never printed");
+    }
+
+    #[test]
+    fn a_dkim_entry_without_a_key_is_an_error_naming_it() {
+        let figment = Figment::new()
+            .merge(Toml::string("[[dkim]]\ndomain = \"example.com\"\nselector = \"s1\"\nalgorithm = \"rsa\"\n"));
+        let settings = Settings::from_figment(&figment).expect("valid settings");
+        let error = settings.dkim_keys().expect_err("no key given");
+        assert!(error.to_string().contains("example.com"), "{error}");
     }
 }

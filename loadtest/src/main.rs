@@ -1,0 +1,352 @@
+//! sendwerk-loadtest: queues N recipients across M destination domains through the real gRPC
+//! API (a `sendwerk control` process), drives `sendwerk sender` processes to completion against
+//! a fast SMTP sink (its own, or any relay given with `--relay`), bounded by count and time, on
+//! loopback only. Prints a human summary and, on its last line, one JSON object.
+
+mod procstat;
+mod sink;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use sendwerk::client::Api;
+use sendwerk_proto::v1;
+use sendwerk_smtpd::{ServerConfig, SmtpServer};
+use sendwerk_store::embedded::{EmbeddedPostgres, EmbeddedPostgresOptions};
+use tokio::process::{Child, Command};
+
+#[derive(Parser, Clone)]
+#[command(about = "Load test for sendwerk (loopback only)")]
+struct Options {
+    /// Recipients to queue and deliver.
+    #[arg(long, default_value_t = 100_000)]
+    recipients: u64,
+    /// Distinct destination domains.
+    #[arg(long, default_value_t = 50)]
+    domains: u64,
+    /// Sender processes.
+    #[arg(long, default_value_t = 1)]
+    senders: usize,
+    /// SMTP connections per sender.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Recipients per claim.
+    #[arg(long, default_value_t = 512)]
+    claim_batch: i64,
+    /// DKIM signing: none, ed25519 or dual (RSA-2048 + Ed25519), with the test-only keys in
+    /// tests/fixtures/dkim.
+    #[arg(long, default_value = "none")]
+    dkim: String,
+    /// Deliver to this SMTP server (loopback) instead of the built-in sink, e.g. Postfix's
+    /// smtp-sink on 127.0.0.1:2525. Duplicates and losses are then not counted by the sink.
+    #[arg(long)]
+    relay: Option<SocketAddr>,
+    /// Latency the built-in sink adds to every message, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    sink_latency_ms: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout_secs: u64,
+    /// Approximate size of the personalised body in bytes.
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+}
+
+fn sendwerk_binary() -> anyhow::Result<PathBuf> {
+    let own = std::env::current_exe()?;
+    let candidate = own.with_file_name("sendwerk");
+    anyhow::ensure!(
+        candidate.exists(),
+        "{} not found: build it with `cargo build --release -p sendwerk -p sendwerk-loadtest`",
+        candidate.display()
+    );
+    Ok(candidate)
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn dkim_config(mode: &str) -> anyhow::Result<String> {
+    let keys = workspace_root().join("tests/fixtures/dkim");
+    let entry = |selector: &str, algorithm: &str, file: &str| {
+        format!(
+            "[[dkim]]\ndomain = \"loadtest.example\"\nselector = \"{selector}\"\nalgorithm = \"{algorithm}\"\nkey_file = \"{}\"\n",
+            keys.join(file).display()
+        )
+    };
+    Ok(match mode {
+        "none" => String::new(),
+        "ed25519" => entry("ed25519", "ed25519", "ed25519.pem"),
+        "dual" => entry("rsa2048", "rsa", "rsa.pem") + &entry("ed25519", "ed25519", "ed25519.pem"),
+        other => anyhow::bail!("--dkim {other:?}: use none, ed25519 or dual"),
+    })
+}
+
+fn spawn_role(binary: &PathBuf, config: &PathBuf, role: &str) -> anyhow::Result<Child> {
+    Command::new(binary)
+        .arg("--config")
+        .arg(config)
+        .arg(role)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting `sendwerk {role}`"))
+}
+
+async fn terminate(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+    }
+    if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
+        let _ = child.kill().await;
+    }
+}
+
+fn postmaster_pid(data_dir: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(data_dir.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
+}
+
+fn content(body_bytes: usize) -> v1::MailingContent {
+    let filler = "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(body_bytes / 58 + 1);
+    v1::MailingContent {
+        name: "load test".into(),
+        from: Some(v1::Address { email: "news@loadtest.example".into(), name: "Load Test".into() }),
+        subject_template: "Hallo {{ first_name }}, Ihre Nummer {{ n }}".into(),
+        text_template: format!(
+            "Hallo {{{{ first_name }}}},\r\n\r\n{}\r\n\r\nKunde {{{{ n }}}}\r\n",
+            &filler[..body_bytes.min(filler.len())]
+        ),
+        ..Default::default()
+    }
+}
+
+fn rows(start: u64, end: u64, domains: u64) -> Vec<v1::RecipientRow> {
+    (start..end)
+        .map(|i| {
+            let string = |text: String| prost_types::Value { kind: Some(prost_types::value::Kind::StringValue(text)) };
+            v1::RecipientRow {
+                email: format!("r{i}@d{}.loadtest.example", i % domains.max(1)),
+                external_id: i.to_string(),
+                variables: Some(prost_types::Struct {
+                    fields: [
+                        ("first_name".to_owned(), string(format!("Name{i}"))),
+                        ("n".to_owned(), string(i.to_string())),
+                    ]
+                    .into(),
+                }),
+            }
+        })
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    if let Some(relay) = options.relay {
+        anyhow::ensure!(
+            relay.ip().is_loopback(),
+            "--relay must be a loopback address: load is only ever sent to this machine"
+        );
+    }
+    let binary = sendwerk_binary()?;
+    let deadline = Instant::now() + Duration::from_secs(options.timeout_secs);
+
+    // Database: DATABASE_URL, or an embedded cluster of our own.
+    let (database_url, embedded) = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => (url, None),
+        _ => {
+            let embedded =
+                EmbeddedPostgres::start(EmbeddedPostgresOptions { max_connections: 300, ..Default::default() }).await?;
+            sendwerk::cluster::create_database(&embedded.admin_url(), "loadtest").await?;
+            (embedded.connection_url("loadtest"), Some(embedded))
+        }
+    };
+    let postgres_pid = embedded.as_ref().and_then(|embedded| postmaster_pid(embedded.data_dir()));
+
+    // The sink.
+    let sink = Arc::new(sink::LoadSink::with_latency(Duration::from_millis(options.sink_latency_ms)));
+    let (relay, sink_server) = match options.relay {
+        Some(relay) => (relay, None),
+        None => {
+            let config = ServerConfig { max_connections: 4096, ..ServerConfig::default() };
+            let server =
+                SmtpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config, Arc::clone(&sink)).await?.spawn();
+            (server.local_addr(), Some(server))
+        }
+    };
+
+    // Configuration shared by the control plane and the senders.
+    let grpc_port = free_port()?;
+    let scratch = tempfile_dir()?;
+    let config_path = scratch.join("sendwerk.toml");
+    let config = format!(
+        "database_url = \"{database_url}\"\ndatabase_max_connections = {pool}\ngrpc_listen = \"127.0.0.1:{grpc_port}\"\n\n\
+         [relay]\nhost = \"{}\"\nport = {}\nhello_name = \"loadtest.example\"\nmax_messages_per_connection = 1000000\n\n\
+         [sender]\nconnections = {}\nclaim_batch_size = {}\npoll_interval_ms = 100\nlease_secs = 120\n\n{}",
+        relay.ip(),
+        relay.port(),
+        options.connections,
+        options.claim_batch,
+        dkim_config(&options.dkim)?,
+        pool = 8,
+    );
+    std::fs::write(&config_path, config)?;
+
+    let mut control = spawn_role(&binary, &config_path, "control")?;
+    let endpoint = format!("http://127.0.0.1:{grpc_port}");
+    let mut api = loop {
+        match Api::connect(&endpoint, None).await {
+            Ok(api) => break api,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(error) => return Err(error),
+        }
+    };
+
+    let mailing = api
+        .mailings
+        .create_mailing(v1::CreateMailingRequest { content: Some(content(options.body_bytes)) })
+        .await?
+        .into_inner();
+    let ingest_started = Instant::now();
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(16);
+    let total = options.recipients;
+    let domains = options.domains;
+    let mailing_id = mailing.id;
+    let generator = tokio::spawn(async move {
+        let mut start = 0;
+        while start < total {
+            let end = (start + 1000).min(total);
+            if batch_tx.send(v1::AddRecipientsRequest { mailing_id, rows: rows(start, end, domains) }).await.is_err() {
+                break;
+            }
+            start = end;
+        }
+    });
+    let added = api.mailings.add_recipients(tokio_stream::wrappers::ReceiverStream::new(batch_rx)).await?.into_inner();
+    generator.await?;
+    let ingest_seconds = ingest_started.elapsed().as_secs_f64();
+    anyhow::ensure!(added.accepted as u64 == total, "only {} of {total} recipients accepted", added.accepted);
+    eprintln!("ingested {total} recipients in {ingest_seconds:.2} s ({:.0}/s)", total as f64 / ingest_seconds);
+
+    let mut senders = Vec::new();
+    for _ in 0..options.senders {
+        senders.push(spawn_role(&binary, &config_path, "sender")?);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sender_pids: Vec<u32> = senders.iter().filter_map(Child::id).collect();
+    let self_pid = std::process::id();
+    let cpu_before = (
+        sender_pids.iter().map(|&pid| procstat::process_cpu(pid)).sum::<Duration>(),
+        postgres_pid.map(procstat::process_tree_cpu).unwrap_or_default(),
+        procstat::process_cpu(self_pid),
+    );
+
+    api.mailings.schedule(v1::ScheduleRequest { mailing_id, send_at: None }).await?;
+    let send_started = Instant::now();
+    let final_mailing = loop {
+        let current = api.mailings.get_mailing(v1::MailingRef { mailing_id }).await?.into_inner();
+        if current.state == v1::MailingState::Completed as i32 || Instant::now() >= deadline {
+            break current;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let wall_seconds = send_started.elapsed().as_secs_f64();
+    let cpu_after = (
+        sender_pids.iter().map(|&pid| procstat::process_cpu(pid)).sum::<Duration>(),
+        postgres_pid.map(procstat::process_tree_cpu).unwrap_or_default(),
+        procstat::process_cpu(self_pid),
+    );
+    let sender_max_rss_mb = sender_pids.iter().map(|&pid| procstat::peak_rss_mib(pid)).fold(0.0, f64::max);
+
+    let (client, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let window = client
+        .query_one(
+            "SELECT extract(epoch FROM max(updated_at) - min(first_attempt_at))::float8, count(*) FILTER (WHERE state = 'sent') FROM recipients WHERE mailing_id = $1",
+            &[&mailing_id],
+        )
+        .await?;
+    let delivery_seconds: f64 = window.get::<_, Option<f64>>(0).unwrap_or(wall_seconds);
+    let sent_rows: i64 = window.get(1);
+    let unknown: i64 = client
+        .query_one(
+            "SELECT count(*) FROM delivery_events WHERE mailing_id = $1 AND kind = 'outcome-unknown'",
+            &[&mailing_id],
+        )
+        .await?
+        .get(0);
+
+    for sender in &mut senders {
+        terminate(sender).await;
+    }
+    terminate(&mut control).await;
+    let totals = sink.totals();
+    if let Some(server) = sink_server {
+        server.shutdown().await?;
+    }
+    if let Some(embedded) = embedded {
+        embedded.stop().await;
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    let counts = final_mailing.counts.unwrap_or_default();
+    let completed = final_mailing.state == v1::MailingState::Completed as i32;
+    let sender_cpu = cpu_after.0.saturating_sub(cpu_before.0).as_secs_f64();
+    let postgres_cpu = cpu_after.1.saturating_sub(cpu_before.1).as_secs_f64();
+    let sink_cpu = cpu_after.2.saturating_sub(cpu_before.2).as_secs_f64();
+    let per_msg = |seconds: f64| if counts.sent > 0 { seconds * 1e6 / counts.sent as f64 } else { 0.0 };
+    let own_sink = options.relay.is_none();
+    let lost =
+        if own_sink { total.saturating_sub(totals.unique_recipients) } else { total.saturating_sub(sent_rows as u64) };
+    let summary = serde_json::json!({
+        "recipients": total,
+        "domains": options.domains,
+        "senders": options.senders,
+        "connections_per_sender": options.connections,
+        "dkim": options.dkim,
+        "body_bytes": options.body_bytes,
+        "sink_latency_ms": options.sink_latency_ms,
+        "relay": options.relay.map(|relay| relay.to_string()),
+        "completed": completed,
+        "sent": counts.sent,
+        "ingest_per_sec": (total as f64 / ingest_seconds).round(),
+        "delivered_per_sec": (counts.sent as f64 / delivery_seconds.max(1e-3)).round(),
+        "delivery_seconds": (delivery_seconds * 1000.0).round() / 1000.0,
+        "cpu_us_per_msg": (per_msg(sender_cpu + postgres_cpu + sink_cpu) * 10.0).round() / 10.0,
+        "sender_cpu_us_per_msg": (per_msg(sender_cpu) * 10.0).round() / 10.0,
+        "postgres_cpu_us_per_msg": (per_msg(postgres_cpu) * 10.0).round() / 10.0,
+        "sink_cpu_us_per_msg": (per_msg(sink_cpu) * 10.0).round() / 10.0,
+        "sender_max_rss_mb": (sender_max_rss_mb * 10.0).round() / 10.0,
+        "sink_accepted": if own_sink { serde_json::json!(totals.accepted) } else { serde_json::Value::Null },
+        "duplicates": if own_sink { serde_json::json!(totals.duplicates) } else { serde_json::Value::Null },
+        "outcome_unknown_events": unknown,
+        "lost": lost,
+    });
+    eprintln!(
+        "delivered {} of {total} in {delivery_seconds:.2} s ({:.0}/s), {:.1} µs CPU per message",
+        counts.sent,
+        counts.sent as f64 / delivery_seconds.max(1e-3),
+        per_msg(sender_cpu + postgres_cpu + sink_cpu)
+    );
+    println!("{summary}");
+    anyhow::ensure!(completed, "the mailing did not complete within {} s", options.timeout_secs);
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("sendwerk-loadtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

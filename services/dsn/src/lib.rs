@@ -1,0 +1,1 @@
+//! sendwerk-dsn (being written)
