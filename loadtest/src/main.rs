@@ -253,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
         procstat::process_cpu(self_pid),
     );
 
-    api.mailings.schedule(v1::ScheduleRequest { mailing_id, send_at: None }).await?;
+    api.mailings.schedule(v1::ScheduleRequest { mailing_id, send_at: None, max_per_hour: 0 }).await?;
     let send_started = Instant::now();
     let final_mailing = loop {
         let current = api.mailings.get_mailing(v1::MailingRef { mailing_id }).await?.into_inner();

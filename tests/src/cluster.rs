@@ -170,7 +170,12 @@ impl TestCluster {
     }
 
     pub async fn schedule_now(&mut self, mailing_id: i64) -> anyhow::Result<v1::Mailing> {
-        Ok(self.api.mailings.schedule(v1::ScheduleRequest { mailing_id, send_at: None }).await?.into_inner())
+        Ok(self
+            .api
+            .mailings
+            .schedule(v1::ScheduleRequest { mailing_id, send_at: None, max_per_hour: 0 })
+            .await?
+            .into_inner())
     }
 
     pub async fn mailing(&mut self, mailing_id: i64) -> anyhow::Result<v1::Mailing> {

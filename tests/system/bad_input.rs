@@ -111,7 +111,8 @@ async fn schedule_names_recipients_lacking_a_merge_variable_and_checks_the_time(
         .await;
     assert_status(preview, Code::InvalidArgument, &["city"]);
 
-    let schedule = cluster.api.mailings.schedule(v1::ScheduleRequest { mailing_id: id, send_at: None }).await;
+    let schedule =
+        cluster.api.mailings.schedule(v1::ScheduleRequest { mailing_id: id, send_at: None, max_per_hour: 0 }).await;
     assert_status(schedule, Code::InvalidArgument, &["2 recipient", "nocity@x.example", "nothing@x.example", "city"]);
     assert_eq!(cluster.mailing(id).await?.state, v1::MailingState::Draft as i32, "a failed schedule changes nothing");
 
@@ -121,6 +122,7 @@ async fn schedule_names_recipients_lacking_a_merge_variable_and_checks_the_time(
         .schedule(v1::ScheduleRequest {
             mailing_id: id,
             send_at: Some(prost_types::Timestamp { seconds: 1, nanos: -5 }),
+            max_per_hour: 0,
         })
         .await;
     assert_status(malformed, Code::InvalidArgument, &["send_at"]);
@@ -140,6 +142,7 @@ async fn schedule_names_recipients_lacking_a_merge_variable_and_checks_the_time(
         .schedule(v1::ScheduleRequest {
             mailing_id: id,
             send_at: Some(prost_types::Timestamp { seconds: 1_000_000_000, nanos: 0 }),
+            max_per_hour: 0,
         })
         .await?
         .into_inner();

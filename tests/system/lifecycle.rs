@@ -28,6 +28,7 @@ async fn a_scheduled_mailing_does_not_start_before_its_time() -> anyhow::Result<
         .schedule(v1::ScheduleRequest {
             mailing_id: id,
             send_at: Some(prost_types::Timestamp { seconds: send_at.timestamp(), nanos: 0 }),
+            max_per_hour: 0,
         })
         .await?
         .into_inner();
@@ -91,6 +92,7 @@ async fn cancelling_a_scheduled_mailing_sends_nothing() -> anyhow::Result<()> {
         .schedule(v1::ScheduleRequest {
             mailing_id: id,
             send_at: Some(prost_types::Timestamp { seconds: send_at.timestamp(), nanos: 0 }),
+            max_per_hour: 0,
         })
         .await?;
     let cancelled = cluster.api.mailings.cancel(v1::MailingRef { mailing_id: id }).await?.into_inner();

@@ -165,6 +165,7 @@ pub fn mailing_to_proto(record: &MailingRecord, counts: &StateCounts) -> v1::Mai
         started_at: record.started_at.map(timestamp),
         completed_at: record.completed_at.map(timestamp),
         counts: Some(counts_to_proto(counts)),
+        max_per_hour: record.max_per_hour.unwrap_or(0),
     }
 }
 

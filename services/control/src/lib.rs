@@ -6,6 +6,7 @@
 //! answer. Errors go through one `ControlError → tonic::Status` mapping; internal detail is
 //! logged, never sent to clients. It never talks SMTP except for `SendTest`.
 
+mod admin_service;
 mod convert;
 mod error;
 mod mailing_service;

@@ -321,6 +321,17 @@ impl MailingService for ControlState {
             Some(timestamp) => parse_timestamp("send_at", timestamp)?.max(Utc::now()),
             None => Utc::now(),
         };
+        let max_per_hour = match request.max_per_hour {
+            0 => None,
+            pace if pace > 0 => Some(pace),
+            negative => {
+                return Err(ControlError::invalid(
+                    "max_per_hour",
+                    format!("{negative} is negative; use 0 for no pace"),
+                )
+                .into());
+            }
+        };
         let state = self.store.mailing_state(&self.tenant, id).await.map_err(ControlError::from)?;
         if !state.can_schedule() {
             return Err(
@@ -329,7 +340,7 @@ impl MailingService for ControlState {
         }
         let prepared = self.prepared_mailing(id).await?;
         self.check_recipients_render(id, &prepared).await?;
-        Ok(Response::new(self.change_state(id.get(), MailingAction::Schedule { send_at }).await?))
+        Ok(Response::new(self.change_state(id.get(), MailingAction::Schedule { send_at, max_per_hour }).await?))
     }
 
     async fn pause(&self, request: Request<v1::MailingRef>) -> Result<Response<v1::Mailing>, Status> {

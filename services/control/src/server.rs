@@ -6,6 +6,7 @@ use sendwerk_core::{DeliveryOutcome, EmailAddress, TenantId};
 use sendwerk_mail::dkim::DkimSigners;
 use sendwerk_mail::smtp::{self, RelayConfig};
 use sendwerk_proto::v1;
+use sendwerk_proto::v1::admin_service_server::AdminServiceServer;
 use sendwerk_proto::v1::mailing_service_server::MailingServiceServer;
 use sendwerk_proto::v1::suppression_service_server::SuppressionServiceServer;
 use sendwerk_sender::PreparedMailing;
@@ -122,6 +123,7 @@ pub async fn serve(
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<MailingServiceServer<ControlState>>().await;
     health_reporter.set_serving::<SuppressionServiceServer<ControlState>>().await;
+    health_reporter.set_serving::<AdminServiceServer<ControlState>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sendwerk_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -143,7 +145,8 @@ pub async fn serve(
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
         .add_service(MailingServiceServer::new(state.clone()).max_decoding_message_size(max_message))
-        .add_service(SuppressionServiceServer::new(state).max_decoding_message_size(max_message))
+        .add_service(SuppressionServiceServer::new(state.clone()).max_decoding_message_size(max_message))
+        .add_service(AdminServiceServer::new(state))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -92,6 +92,7 @@ pub fn mailing_content(
         created_at: Utc::now(),
         started_at: None,
         completed_at: None,
+        max_per_hour: None,
     };
     let prepared = PreparedMailing::prepare(&probe, max_message_bytes).map_err(prepare_error)?;
     Ok((stored, prepared))

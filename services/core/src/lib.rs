@@ -15,6 +15,6 @@ mod state;
 
 pub use address::{AddressError, Domain, EmailAddress};
 pub use ids::{MailingId, NUM_SHARDS, RecipientId, ShardId, TenantId};
-pub use outcome::{DeliveryOutcome, EnhancedStatus, SmtpReply, classify_smtp_reply};
-pub use retry::RetryPolicy;
+pub use outcome::{DeliveryOutcome, EnhancedStatus, SmtpReply, classify_smtp_reply, is_slow_down};
+pub use retry::{RetryPolicy, retry_hint};
 pub use state::{MailingState, RecipientState, StateParseError};

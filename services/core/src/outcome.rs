@@ -135,3 +135,45 @@ mod tests {
         }
     }
 }
+
+/// Whether a temporary reply asks us to slow down for the whole destination (`421` closing the
+/// channel, or a `4xx` naming rate limits, throttling or too many connections/messages), as
+/// opposed to a problem with one recipient.
+pub fn is_slow_down(reply: &SmtpReply) -> bool {
+    if reply.code == 421 {
+        return true;
+    }
+    if reply.code / 100 != 4 {
+        return false;
+    }
+    let text = reply.text.to_ascii_lowercase();
+    // Not "try again later": greylisting and busy mailboxes say that about one recipient.
+    const NEEDLES: [&str; 8] = [
+        "rate limit",
+        "ratelimit",
+        "too many",
+        "slow down",
+        "throttl",
+        "exceeded the rate",
+        "sending rate",
+        "frequency",
+    ];
+    NEEDLES.iter().any(|needle| text.contains(needle))
+}
+
+#[cfg(test)]
+mod slow_down_tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_replies_mean_slow_down_and_mailbox_problems_do_not() {
+        let slow = |code, text: &str| is_slow_down(&SmtpReply::from_lines(code, &[text]));
+        assert!(slow(421, "4.7.0 closing connection"));
+        assert!(slow(451, "4.7.1 Too many messages, slow down"));
+        assert!(slow(450, "4.2.1 rate limit exceeded"));
+        assert!(!slow(452, "4.2.2 mailbox full"));
+        assert!(!slow(451, "4.3.0 local error in processing"));
+        assert!(!slow(451, "4.7.1 greylisted, please try again later"));
+        assert!(!slow(550, "5.7.1 too many recipients"));
+    }
+}

@@ -73,3 +73,55 @@ mod tests {
         assert_eq!(policy.next_delay(30, near_end, 0.5), Some(Duration::from_secs(10)));
     }
 }
+
+/// A server's own "try again in N minutes" from a reply text, if it gives one: `try again in 5
+/// minutes`, `retry in 30s`, `please try again after 2 hours`. Bounded to one day.
+pub fn retry_hint(text: &str) -> Option<Duration> {
+    let lower = text.to_ascii_lowercase();
+    for anchor in ["again in ", "retry in ", "again after ", "retry after ", "later in ", "wait "] {
+        let mut search_from = 0;
+        while let Some(position) = lower[search_from..].find(anchor) {
+            let start = search_from + position + anchor.len();
+            if let Some(delay) = number_with_unit(&lower[start..]) {
+                return Some(delay.min(Duration::from_secs(24 * 3600)));
+            }
+            search_from = start;
+        }
+    }
+    None
+}
+
+fn number_with_unit(text: &str) -> Option<Duration> {
+    let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+    let value: u64 = digits.parse().ok()?;
+    let rest = text[digits.len()..].trim_start();
+    let unit: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
+    let seconds = match unit.as_str() {
+        "s" | "sec" | "secs" | "second" | "seconds" => value,
+        "m" | "min" | "mins" | "minute" | "minutes" => value * 60,
+        "h" | "hr" | "hrs" | "hour" | "hours" => value * 3600,
+        _ => return None,
+    };
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::*;
+
+    #[test]
+    fn servers_try_again_hints_are_understood() {
+        let cases = [
+            ("4.7.0 Too many connections, try again in 5 minutes", Some(300)),
+            ("Greylisted, please retry in 30s", Some(30)),
+            ("try again after 2 hours", Some(7200)),
+            ("Temporary failure, please try again later", None),
+            ("retry in 90 secs (rate limit)", Some(90)),
+            ("try again in 400 hours", Some(86_400)),
+            ("mailbox full", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(retry_hint(text).map(|d| d.as_secs()), expected, "{text}");
+        }
+    }
+}

@@ -9,5 +9,6 @@
 
 pub mod dkim;
 pub mod mime;
+pub mod mx;
 pub mod render;
 pub mod smtp;

@@ -12,8 +12,9 @@ pub struct SenderConfig {
     pub num_connections: usize,
     /// Recipients claimed per statement.
     pub claim_batch_size: i64,
-    /// How long claimed rows stay ours without a write-back; after that another sender may
-    /// recover them (recording a possible duplicate).
+    /// How long a shard lease lasts without renewal (renewed every third of it). A sender that
+    /// dies or stalls loses its shards after this; another sender takes them over and retries
+    /// what was in flight (recording a possible duplicate).
     pub lease: Duration,
     /// How often an idle sender looks for due work.
     pub poll_interval: Duration,
@@ -27,6 +28,15 @@ pub struct SenderConfig {
     /// How long in-flight SMTP transactions may take to finish on shutdown.
     pub shutdown_grace: Duration,
     pub dkim_keys: Vec<DkimKeyConfig>,
+    /// Messages per minute to one destination domain unless `domain_settings` says otherwise;
+    /// `None` for no default limit.
+    pub default_domain_max_per_minute: Option<u32>,
+    /// First back-off after a domain says "slow down"; doubles while it keeps saying so.
+    pub domain_backoff: Duration,
+    /// How often run-time domain settings (limits, pauses) are reloaded.
+    pub settings_refresh: Duration,
+    /// This sender's name in the `workers` table.
+    pub hostname: String,
 }
 
 impl Default for SenderConfig {
@@ -35,7 +45,7 @@ impl Default for SenderConfig {
             relay: RelayConfig::default(),
             num_connections: 8,
             claim_batch_size: 256,
-            lease: Duration::from_secs(120),
+            lease: Duration::from_secs(15),
             poll_interval: Duration::from_millis(500),
             flush_batch_size: 512,
             flush_interval: Duration::from_millis(20),
@@ -44,6 +54,10 @@ impl Default for SenderConfig {
             max_messages_per_second: None,
             shutdown_grace: Duration::from_secs(20),
             dkim_keys: Vec::new(),
+            default_domain_max_per_minute: None,
+            domain_backoff: Duration::from_secs(60),
+            settings_refresh: Duration::from_secs(2),
+            hostname: std::env::var("HOSTNAME").unwrap_or_default(),
         }
     }
 }

@@ -1,16 +1,24 @@
-//! sendwerk-sender: the sender role. It claims due recipients from the Postgres queue under a
-//! lease, renders and signs each message, delivers it over a small set of reused SMTP
-//! connections and writes the outcomes back in batches.
+//! sendwerk-sender: the sender role. It holds leases on a fair share of the 256 shards, claims
+//! due recipients of those shards from the Postgres queue, renders and signs each message,
+//! delivers it over a small set of reused SMTP connections within per-domain, per-process and
+//! per-mailing limits, and writes the outcomes back in batches.
 //!
-//! Work flows through three kinds of named tasks joined by bounded channels, so memory stays
-//! flat however large a campaign is: one claimer, `num_connections` connection workers (one SMTP
-//! connection each) and one writer. It never holds a database transaction across SMTP, and it
-//! writes nothing for rows whose lease it no longer holds.
+//! Work flows through named tasks joined by bounded channels, so memory stays flat however large
+//! a campaign is: a lease keeper, one claimer, `num_connections` connection workers and one
+//! writer. It never holds a database transaction across SMTP, and every write is fenced by the
+//! shard lease's token: a sender that lost its lease writes nothing.
 
+mod claimer;
 mod config;
+mod leases;
+mod limits;
 pub mod prepared;
 mod runner;
+mod worker;
+mod writer;
 
 pub use config::SenderConfig;
+pub use leases::Ownership;
+pub use limits::{Admission, DomainLimits};
 pub use prepared::{BuildError, BuiltMessage, PrepareError, PreparedMailing, merge_builtin_variables};
 pub use runner::{Sender, SenderStats};

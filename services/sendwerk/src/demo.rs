@@ -124,7 +124,10 @@ async fn run_campaign(cluster: &LocalCluster, token: Option<&str>) -> anyhow::Re
         .into_inner();
     println!("preview for the first recipient: subject \"{}\" ({} bytes as sent)", preview.subject, preview.raw.len());
 
-    api.mailings.schedule(v1::ScheduleRequest { mailing_id: mailing.id, send_at: None }).await.context("Schedule")?;
+    api.mailings
+        .schedule(v1::ScheduleRequest { mailing_id: mailing.id, send_at: None, max_per_hour: 0 })
+        .await
+        .context("Schedule")?;
     println!("scheduled; sending …");
     let (final_mailing, elapsed) = client::watch(&mut api, mailing.id, true).await?;
     Ok((final_mailing, elapsed.as_secs_f64()))

@@ -315,8 +315,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         })
                 })
                 .transpose()?;
-            let response =
-                api.mailings.schedule(v1::ScheduleRequest { mailing_id: mailing, send_at }).await?.into_inner();
+            let response = api
+                .mailings
+                .schedule(v1::ScheduleRequest { mailing_id: mailing, send_at, max_per_hour: 0 })
+                .await?
+                .into_inner();
             println!("{}", client::summarize(&response));
         }
         Command::Pause { server, mailing } => {

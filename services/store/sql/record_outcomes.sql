@@ -1,5 +1,6 @@
--- Writes back a batch of outcomes for rows sender $10 still holds (the lease is the fence: a
--- sender whose rows were recovered by someone else writes nothing), with one event each.
+-- Writes back a batch of outcomes for rows sender $10 still holds, with one event each. The
+-- shard lease is the fence: a sender whose lease expired or moved on (token changed) writes
+-- nothing, even for rows nobody has recovered yet.
 WITH outcome AS (
     SELECT *
     FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::text[], $6::text[],
@@ -17,16 +18,21 @@ WITH outcome AS (
         reason = o.reason,
         message_id = coalesce(o.message_id, r.message_id),
         lease_owner = NULL,
+        lease_token = NULL,
         lease_expires_at = NULL,
         updated_at = now()
     FROM outcome o, mailings m
     WHERE r.id = o.id AND m.id = r.mailing_id AND r.state = 'sending' AND r.lease_owner = $10
+      AND EXISTS (SELECT 1 FROM shard_leases l
+                  WHERE l.shard = r.shard AND l.owner = $10 AND l.token = r.lease_token
+                    AND l.expires_at > now())
     RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts, o.event_kind, o.code, o.enhanced,
               coalesce(o.reply, o.reason) AS detail
+), events AS (
+    INSERT INTO delivery_events (tenant_id, mailing_id, recipient_id, kind, attempt, smtp_code,
+                                 enhanced, detail)
+    SELECT tenant_id, mailing_id, id, event_kind, attempts, code, enhanced, detail
+    FROM updated
+    WHERE event_kind <> 'released'
 )
-INSERT INTO delivery_events (tenant_id, mailing_id, recipient_id, kind, attempt, smtp_code,
-                             enhanced, detail)
-SELECT tenant_id, mailing_id, id, event_kind, attempts, code, enhanced, detail
-FROM updated
-WHERE event_kind <> 'released'
-RETURNING recipient_id
+SELECT count(*) FROM updated

@@ -7,8 +7,10 @@
 //! prepared once per connection. No SQL is ever built from strings. No transaction is held
 //! across network I/O other than Postgres itself. This crate knows nothing of gRPC or SMTP.
 
+mod domains;
 pub mod embedded;
 mod error;
+mod leases;
 mod mailings;
 mod migrate;
 mod pool;
@@ -16,10 +18,12 @@ mod queue;
 mod recipients;
 mod suppressions;
 
+pub use domains::DomainSetting;
 pub use error::StoreError;
+pub use leases::{HeldShard, WorkerInfo};
 pub use mailings::{AttachmentData, MailingAction, MailingContent, MailingRecord, StateCounts};
 pub use pool::{Store, StoreConfig};
-pub use queue::{ClaimedRecipient, OutcomeKind, RecipientOutcome};
+pub use queue::{ClaimRequest, ClaimedRecipient, OutcomeKind, RecipientOutcome};
 pub use recipients::{
     ExportRow, IngestSummary, NewRecipient, RecipientLookup, RecipientRecord, RecipientVariables, RejectedRecipient,
     Rejection,

@@ -42,6 +42,8 @@ pub struct MailingRecord {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// Pace across all senders; `None` for as fast as the limits allow.
+    pub max_per_hour: Option<i32>,
 }
 
 /// Recipients per state for one mailing.
@@ -66,9 +68,10 @@ impl StateCounts {
 /// A requested change of a mailing's state.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MailingAction {
-    /// Start on or after the given time (now when in the past).
+    /// Start on or after the given time (now when in the past), optionally paced.
     Schedule {
         send_at: DateTime<Utc>,
+        max_per_hour: Option<i32>,
     },
     Pause,
     Resume,
@@ -243,6 +246,7 @@ impl Store {
             created_at: row.get(14),
             started_at: row.get(15),
             completed_at: row.get(16),
+            max_per_hour: row.get(17),
         })
     }
 
@@ -305,12 +309,12 @@ impl Store {
             state: current,
             action: action.name(),
         })?;
-        let send_at = match action {
-            MailingAction::Schedule { send_at } => Some(send_at),
-            _ => None,
+        let (send_at, max_per_hour) = match action {
+            MailingAction::Schedule { send_at, max_per_hour } => (Some(send_at), max_per_hour),
+            _ => (None, None),
         };
         let update = transaction.prepare_cached(include_str!("../sql/set_mailing_state.sql")).await?;
-        transaction.execute(&update, &[&tenant.as_str(), &id.get(), &target.as_str(), &send_at]).await?;
+        transaction.execute(&update, &[&tenant.as_str(), &id.get(), &target.as_str(), &send_at, &max_per_hour]).await?;
         if target == MailingState::Cancelled {
             let cancel = transaction.prepare_cached(include_str!("../sql/cancel_waiting_recipients.sql")).await?;
             transaction.execute(&cancel, &[&id.get()]).await?;

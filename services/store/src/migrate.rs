@@ -5,7 +5,10 @@ use tracing::info;
 
 use crate::StoreError;
 
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (2, "shard_leases", include_str!("../migrations/0002_shard_leases.sql")),
+];
 
 /// An arbitrary, fixed key for `pg_advisory_lock`: "sendwerk" in ASCII.
 const MIGRATION_LOCK_KEY: i64 = 0x7365_6e64_7765_726b;

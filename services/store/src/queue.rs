@@ -26,6 +26,26 @@ pub struct ClaimedRecipient {
     pub since_first_attempt: Duration,
     /// On the suppression list now (added after the recipient was queued).
     pub suppressed: bool,
+    pub shard: i16,
+    /// The fencing token of the shard lease it was claimed under.
+    pub lease_token: i64,
+    pub domain: String,
+}
+
+/// What to claim, and for whom.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    pub mailing_id: MailingId,
+    /// The shards to claim from; only those `owner` holds an unexpired lease on are used.
+    pub shards: &'a [i16],
+    pub limit: i64,
+    pub owner: Uuid,
+    /// How long the claimed rows' own lease lasts (for operators' eyes; the shard lease fences).
+    pub lease: Duration,
+    /// Destination domains not to claim now (paused, backing off, rate backlog).
+    pub skip_domains: &'a [String],
+    /// Whether the mailing has a pace (`max_per_hour`).
+    pub paced: bool,
 }
 
 /// How an attempt ended, as written back.
@@ -37,7 +57,8 @@ pub enum OutcomeKind {
     Expired,
     Suppressed,
     Skipped,
-    /// Handed back unsent (graceful shutdown): the attempt does not count.
+    /// Handed back unsent (graceful shutdown, a domain's rate limit or pause, a lost lease): the
+    /// attempt does not count, and `next_attempt_at`, when set, moves the row later.
     Released,
 }
 
@@ -54,6 +75,25 @@ pub struct RecipientOutcome {
     pub reply: Option<String>,
     pub reason: Option<String>,
     pub message_id: Option<String>,
+}
+
+fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> ClaimedRecipient {
+    ClaimedRecipient {
+        id: RecipientId::new(row.get(0)),
+        mailing_id,
+        email: row.get(1),
+        external_id: row.get(2),
+        variables: match row.get(3) {
+            serde_json::Value::Object(map) => map,
+            _ => RecipientVariables::new(),
+        },
+        attempts: row.get(4),
+        since_first_attempt: Duration::from_secs_f64(row.get::<_, f64>(5).max(0.0)),
+        suppressed: row.get(6),
+        shard: row.get(7),
+        lease_token: row.get(8),
+        domain: row.get(9),
+    }
 }
 
 impl OutcomeKind {
@@ -80,42 +120,65 @@ impl Store {
         Ok(rows.iter().map(|row| MailingId::new(row.get(0))).collect())
     }
 
-    pub async fn sending_mailings(&self) -> Result<Vec<MailingId>, StoreError> {
+    /// Mailings now sending, each with whether it is paced (`max_per_hour`).
+    pub async fn sending_mailings(&self) -> Result<Vec<(MailingId, bool)>, StoreError> {
         let client = self.client().await?;
         let select = client.prepare_cached(include_str!("../sql/select_sending_mailings.sql")).await?;
         let rows = client.query(&select, &[]).await?;
-        Ok(rows.iter().map(|row| MailingId::new(row.get(0))).collect())
+        Ok(rows.iter().map(|row| (MailingId::new(row.get(0)), row.get(1))).collect())
     }
 
-    /// Claims up to `limit` due recipients of a sending mailing on `shards` for `owner`.
-    #[instrument(skip_all, fields(mailing_id = %mailing_id, limit))]
-    pub async fn claim_due_recipients(
-        &self,
-        mailing_id: MailingId,
-        shards: &[i16],
-        limit: i64,
-        owner: Uuid,
-        lease: Duration,
-    ) -> Result<Vec<ClaimedRecipient>, StoreError> {
-        let client = self.client().await?;
-        let claim = client.prepare_cached(CLAIM_DUE_RECIPIENTS_SQL).await?;
-        let rows = client.query(&claim, &[&mailing_id.get(), &shards, &limit, &owner, &lease.as_secs_f64()]).await?;
-        Ok(rows
-            .iter()
-            .map(|row| ClaimedRecipient {
-                id: RecipientId::new(row.get(0)),
-                mailing_id,
-                email: row.get(1),
-                external_id: row.get(2),
-                variables: match row.get(3) {
-                    serde_json::Value::Object(map) => map,
-                    _ => RecipientVariables::new(),
-                },
-                attempts: row.get(4),
-                since_first_attempt: Duration::from_secs_f64(row.get::<_, f64>(5).max(0.0)),
-                suppressed: row.get(6),
-            })
-            .collect())
+    /// Claims up to `limit` due recipients of a sending mailing on those of `shards` that `owner`
+    /// holds a lease on, skipping `skip_domains`. A mailing with a pace (`max_per_hour`) gets at
+    /// most the send slots due now, reserved on the mailing row so that the pace holds across
+    /// all senders together.
+    #[instrument(skip_all, fields(mailing_id = %claim.mailing_id, limit = claim.limit))]
+    pub async fn claim_due_recipients(&self, claim: &ClaimRequest<'_>) -> Result<Vec<ClaimedRecipient>, StoreError> {
+        let ClaimRequest { mailing_id, shards, limit, owner, lease, skip_domains, paced } = *claim;
+        let mut client = self.client().await?;
+        if !paced {
+            let claim = client.prepare_cached(CLAIM_DUE_RECIPIENTS_SQL).await?;
+            let rows = client
+                .query(&claim, &[&mailing_id.get(), &shards, &limit, &owner, &lease.as_secs_f64(), &skip_domains])
+                .await?;
+            return Ok(rows.iter().map(|row| claimed_from_row(mailing_id, row)).collect());
+        }
+        let transaction = client.transaction().await?;
+        let lock = transaction.prepare_cached(include_str!("../sql/lock_mailing_pace.sql")).await?;
+        let Some(pace) = transaction.query_opt(&lock, &[&mailing_id.get()]).await? else {
+            return Ok(Vec::new());
+        };
+        let max_per_hour: Option<i32> = pace.get(0);
+        let next_slot: Option<DateTime<Utc>> = pace.get(1);
+        let now: DateTime<Utc> = pace.get(2);
+        let (granted, first_slot, interval) = match max_per_hour {
+            Some(per_hour) if per_hour > 0 => {
+                let interval = chrono::Duration::microseconds(3_600_000_000 / i64::from(per_hour));
+                // At most one slot of credit after an idle time, so no burst.
+                let slot = next_slot.unwrap_or(now).max(now - interval);
+                let due = if slot > now {
+                    0
+                } else {
+                    (now - slot).num_microseconds().unwrap_or(0) / interval.num_microseconds().unwrap_or(1).max(1) + 1
+                };
+                (due.min(limit), slot, interval)
+            }
+            _ => (limit, now, chrono::Duration::zero()),
+        };
+        if granted <= 0 {
+            return Ok(Vec::new());
+        }
+        let claim = transaction.prepare_cached(CLAIM_DUE_RECIPIENTS_SQL).await?;
+        let rows = transaction
+            .query(&claim, &[&mailing_id.get(), &shards, &granted, &owner, &lease.as_secs_f64(), &skip_domains])
+            .await?;
+        if max_per_hour.is_some() {
+            let used = i32::try_from(rows.len()).unwrap_or(i32::MAX);
+            let advance = transaction.prepare_cached(include_str!("../sql/set_mailing_pace_slot.sql")).await?;
+            transaction.execute(&advance, &[&mailing_id.get(), &(first_slot + interval * used)]).await?;
+        }
+        transaction.commit().await?;
+        Ok(rows.iter().map(|row| claimed_from_row(mailing_id, row)).collect())
     }
 
     /// Writes back outcomes for rows `owner` still holds, with one delivery event each, in one
@@ -149,13 +212,12 @@ impl Store {
         let client = self.client().await?;
         let record = client.prepare_cached(include_str!("../sql/record_outcomes.sql")).await?;
         let written = client
-            .query(
+            .query_one(
                 &record,
                 &[&ids, &states, &next_attempts, &codes, &enhanced, &replies, &reasons, &message_ids, &events, &owner],
             )
             .await?;
-        let num_released = outcomes.iter().filter(|o| o.kind == OutcomeKind::Released).count() as u64;
-        Ok(written.len() as u64 + num_released)
+        Ok(u64::try_from(written.get::<_, i64>(0)).unwrap_or(0))
     }
 
     /// Completes the given sending mailings that have no recipient left to send. Locks each
@@ -179,12 +241,5 @@ impl Store {
             transaction.commit().await?;
         }
         Ok(completed)
-    }
-
-    /// Retries rows whose sender's lease expired, recording `outcome-unknown` for each.
-    pub async fn recover_expired_leases(&self, limit: i64) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let recover = client.prepare_cached(include_str!("../sql/recover_expired_leases.sql")).await?;
-        Ok(client.execute(&recover, &[&limit]).await?)
     }
 }

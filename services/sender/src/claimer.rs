@@ -1,0 +1,183 @@
+//! The claimer: activates due scheduled mailings, claims due recipients of the shards this sender
+//! holds (skipping paused and backing-off domains, within each mailing's pace) and feeds the
+//! connection workers; completes mailings with nothing left to send.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use sendwerk_core::MailingId;
+use sendwerk_store::{ClaimRequest, ClaimedRecipient, OutcomeKind, RecipientOutcome, Store, StoreError};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::SenderConfig;
+use crate::leases::Ownership;
+use crate::limits::DomainLimits;
+use crate::prepared::PreparedMailing;
+use crate::runner::SenderStats;
+
+/// One claimed recipient with the mailing it belongs to.
+pub(crate) struct Job {
+    pub recipient: ClaimedRecipient,
+    pub mailing: Option<Arc<PreparedMailing>>,
+}
+
+/// The outcome for a row handed back unsent; `at` moves it later.
+pub(crate) fn released(recipient: &ClaimedRecipient, at: Option<DateTime<Utc>>) -> RecipientOutcome {
+    RecipientOutcome {
+        id: recipient.id,
+        kind: OutcomeKind::Released,
+        attempts: recipient.attempts,
+        next_attempt_at: at,
+        code: None,
+        enhanced: None,
+        reply: None,
+        reason: None,
+        message_id: None,
+    }
+}
+
+pub(crate) struct Claimer {
+    pub store: Store,
+    pub worker_id: Uuid,
+    pub config: Arc<SenderConfig>,
+    pub limits: Arc<DomainLimits>,
+    pub ownership_rx: watch::Receiver<Arc<Ownership>>,
+    pub stats: Arc<SenderStats>,
+}
+
+/// What one claim round found.
+enum Round {
+    /// Nothing due: wait for the poll interval.
+    Idle,
+    /// Claimed rows, or the pipeline is full: go again as soon as there is room.
+    Busy,
+}
+
+impl Claimer {
+    pub async fn run(self, job_tx: mpsc::Sender<Job>, mut stop_rx: watch::Receiver<bool>) -> Result<(), StoreError> {
+        let mut prepared: HashMap<MailingId, Option<Arc<PreparedMailing>>> = HashMap::new();
+        let mut last_settings = Instant::now() - self.config.settings_refresh;
+        let mut rotation = 0usize;
+        while !*stop_rx.borrow() {
+            if last_settings.elapsed() >= self.config.settings_refresh {
+                match self.store.domain_settings().await {
+                    Ok(settings) => self.limits.apply_settings(&settings),
+                    Err(error) => warn!(error = %error, "loading domain settings failed"),
+                }
+                last_settings = Instant::now();
+            }
+            rotation = rotation.wrapping_add(1);
+            let pause = match self.round(&job_tx, &mut prepared, rotation).await {
+                Ok(Round::Idle) => self.config.poll_interval,
+                Ok(Round::Busy) => Duration::ZERO,
+                Err(error) => {
+                    warn!(error = %error, cause = ?std::error::Error::source(&error), "claim round failed; retrying");
+                    self.config.poll_interval.max(Duration::from_secs(1))
+                }
+            };
+            if pause.is_zero() {
+                // Wait for room for half a batch rather than claiming crumbs.
+                let wanted = (self.config.claim_batch_size as usize / 2).max(1);
+                while job_tx.capacity() < wanted && !*stop_rx.borrow() {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            } else {
+                tokio::select! {
+                    _ = stop_rx.changed() => {}
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn round(
+        &self,
+        job_tx: &mpsc::Sender<Job>,
+        prepared: &mut HashMap<MailingId, Option<Arc<PreparedMailing>>>,
+        rotation: usize,
+    ) -> Result<Round, StoreError> {
+        let activated = self.store.activate_due_mailings().await?;
+        if !activated.is_empty() {
+            info!(mailings = ?activated, "scheduled mailings started");
+        }
+        let mut sending = self.store.sending_mailings().await?;
+        prepared.retain(|id, _| sending.iter().any(|(sending_id, _)| sending_id == id));
+        if sending.is_empty() {
+            return Ok(Round::Idle);
+        }
+        let shards = self.ownership_rx.borrow().claimable();
+        if shards.is_empty() {
+            return Ok(Round::Idle);
+        }
+        // Start with a different mailing each round, so that one large mailing cannot starve
+        // the others.
+        let start = rotation % sending.len();
+        sending.rotate_left(start);
+        let skip_domains = self.limits.skip_domains();
+        let mut num_claimed = 0usize;
+        for (mailing_id, paced) in &sending {
+            let free = job_tx.capacity();
+            if free == 0 {
+                return Ok(Round::Busy);
+            }
+            let limit = (self.config.claim_batch_size as usize).min(free) as i64;
+            let claimed = self
+                .store
+                .claim_due_recipients(&ClaimRequest {
+                    mailing_id: *mailing_id,
+                    shards: &shards,
+                    limit,
+                    owner: self.worker_id,
+                    lease: self.config.lease,
+                    skip_domains: &skip_domains,
+                    paced: *paced,
+                })
+                .await?;
+            if claimed.is_empty() {
+                continue;
+            }
+            num_claimed += claimed.len();
+            self.stats.claimed.fetch_add(claimed.len() as u64, Ordering::Relaxed);
+            let mailing = match prepared.get(mailing_id) {
+                Some(entry) => entry.clone(),
+                None => {
+                    let entry = self.prepare_mailing(*mailing_id).await?;
+                    prepared.insert(*mailing_id, entry.clone());
+                    entry
+                }
+            };
+            for recipient in claimed {
+                if job_tx.send(Job { recipient, mailing: mailing.clone() }).await.is_err() {
+                    return Ok(Round::Busy);
+                }
+            }
+        }
+        if num_claimed > 0 {
+            return Ok(Round::Busy);
+        }
+        let ids: Vec<MailingId> = sending.iter().map(|(id, _)| *id).collect();
+        let completed = self.store.complete_finished_mailings(&ids).await?;
+        if !completed.is_empty() {
+            info!(mailings = ?completed, "mailings completed");
+        }
+        Ok(Round::Idle)
+    }
+
+    async fn prepare_mailing(&self, mailing_id: MailingId) -> Result<Option<Arc<PreparedMailing>>, StoreError> {
+        let tenant = self.store.mailing_tenant(mailing_id).await?;
+        let record = self.store.get_mailing(&tenant, mailing_id, true).await?;
+        match PreparedMailing::prepare(&record, self.config.max_message_bytes) {
+            Ok(prepared) => Ok(Some(prepared)),
+            Err(error) => {
+                warn!(mailing_id = %mailing_id, error = %error, "mailing cannot be prepared; its recipients are skipped");
+                Ok(None)
+            }
+        }
+    }
+}

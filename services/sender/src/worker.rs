@@ -1,0 +1,218 @@
+//! A connection worker: one SMTP connection to the relay, one transaction at a time. For each
+//! job it checks the lease and the domain's limits, renders, builds and signs the message,
+//! delivers it and turns the reply into an outcome for the writer.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use chrono::Utc;
+use governor::DefaultDirectRateLimiter;
+use sendwerk_core::{DeliveryOutcome, EmailAddress, SmtpReply, is_slow_down, retry_hint};
+use sendwerk_mail::dkim::DkimSigners;
+use sendwerk_mail::smtp::{self, SmtpSession};
+use sendwerk_store::{ClaimedRecipient, OutcomeKind, RecipientOutcome};
+use tokio::sync::{Mutex, mpsc, watch};
+use tracing::{debug, warn};
+
+use crate::SenderConfig;
+use crate::claimer::{Job, released};
+use crate::leases::Ownership;
+use crate::limits::{Admission, DomainLimits};
+use crate::runner::SenderStats;
+
+pub(crate) struct ConnectionWorker {
+    pub config: Arc<SenderConfig>,
+    pub signers: Arc<DkimSigners>,
+    pub stats: Arc<SenderStats>,
+    pub process_limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    pub limits: Arc<DomainLimits>,
+    pub ownership_rx: watch::Receiver<Arc<Ownership>>,
+    pub outcome_tx: mpsc::Sender<RecipientOutcome>,
+    pub session: Option<SmtpSession>,
+}
+
+fn to_chrono(at: Instant) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(at.saturating_duration_since(Instant::now())).unwrap_or_default()
+}
+
+impl ConnectionWorker {
+    pub async fn run(mut self, job_rx: Arc<Mutex<mpsc::Receiver<Job>>>, mut stop_rx: watch::Receiver<bool>) {
+        loop {
+            let job = {
+                let mut receiver = job_rx.lock().await;
+                tokio::select! {
+                    biased;
+                    _ = stop_rx.changed() => None,
+                    job = receiver.recv() => job,
+                }
+            };
+            let Some(job) = job else { break };
+            let outcome = self.process(job).await;
+            if self.outcome_tx.send(outcome).await.is_err() || *stop_rx.borrow() {
+                break;
+            }
+        }
+        if let Some(session) = self.session.take() {
+            session.quit().await;
+        }
+    }
+
+    fn release(&self, recipient: &ClaimedRecipient, at: Option<chrono::DateTime<Utc>>) -> RecipientOutcome {
+        self.stats.released.fetch_add(1, Ordering::Relaxed);
+        released(recipient, at)
+    }
+
+    async fn process(&mut self, job: Job) -> RecipientOutcome {
+        let recipient = &job.recipient;
+        let base = RecipientOutcome {
+            id: recipient.id,
+            kind: OutcomeKind::Skipped,
+            attempts: recipient.attempts,
+            next_attempt_at: None,
+            code: None,
+            enhanced: None,
+            reply: None,
+            reason: None,
+            message_id: None,
+        };
+        if recipient.suppressed {
+            return RecipientOutcome {
+                kind: OutcomeKind::Suppressed,
+                reason: Some("suppressed: on the suppression list at send time".into()),
+                ..base
+            };
+        }
+        let Some(mailing) = job.mailing.as_ref() else {
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return RecipientOutcome {
+                reason: Some("skipped: the mailing cannot be prepared for sending".into()),
+                ..base
+            };
+        };
+        let to = match EmailAddress::parse(&recipient.email) {
+            Ok(to) => to,
+            Err(error) => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                return RecipientOutcome { reason: Some(format!("skipped: invalid address: {error}")), ..base };
+            }
+        };
+        match self.limits.admit(&recipient.domain).await {
+            Admission::Now => {}
+            Admission::Paused => return self.release(recipient, None),
+            Admission::Later(at) => return self.release(recipient, Some(to_chrono(at))),
+        }
+        if let Some(limiter) = &self.process_limiter {
+            limiter.until_ready().await;
+        }
+        // A sender that lost its lease (stalled, partitioned) must not send what it claimed.
+        if !self.ownership_rx.borrow().may_send(recipient.shard, recipient.lease_token) {
+            return self.release(recipient, None);
+        }
+        let reference = format!("{}.{}", mailing.id, recipient.id.get());
+        let built =
+            mailing.build(&to, &recipient.external_id, &recipient.variables, &reference, false).and_then(|built| {
+                let signed = self.signers.sign(&mailing.from_domain, &built.bytes)?;
+                Ok(crate::BuiltMessage { bytes: signed.unwrap_or(built.bytes), message_id: built.message_id })
+            });
+        let built = match built {
+            Ok(built) => built,
+            Err(error) => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                return RecipientOutcome { reason: Some(format!("skipped: {error}")), ..base };
+            }
+        };
+        let outcome = self.deliver(&mailing.return_path, to.as_str(), &built.bytes).await;
+        self.outcome_for(base, recipient, outcome, built.message_id)
+    }
+
+    async fn deliver(&mut self, return_path: &str, to: &str, message: &[u8]) -> DeliveryOutcome {
+        if !self.session.as_ref().is_some_and(SmtpSession::is_reusable) {
+            if let Some(old) = self.session.take() {
+                old.quit().await;
+            }
+            match smtp::connect(&self.config.relay).await {
+                Ok(session) => self.session = Some(session),
+                Err(error) => {
+                    warn!(error = %error, "cannot connect to the relay");
+                    return DeliveryOutcome::TemporaryFailure { reply: None, detail: error.to_string() };
+                }
+            }
+        }
+        match self.session.as_mut() {
+            Some(session) => session.deliver(return_path, to, message).await,
+            None => DeliveryOutcome::TemporaryFailure { reply: None, detail: "no smtp session".into() },
+        }
+    }
+
+    fn outcome_for(
+        &self,
+        base: RecipientOutcome,
+        recipient: &ClaimedRecipient,
+        outcome: DeliveryOutcome,
+        message_id: String,
+    ) -> RecipientOutcome {
+        let with_reply = |base: RecipientOutcome, reply: &SmtpReply| RecipientOutcome {
+            code: Some(i32::from(reply.code)),
+            enhanced: reply.enhanced.map(|status| status.to_string()),
+            reply: Some(reply.text.clone()),
+            ..base
+        };
+        match outcome {
+            DeliveryOutcome::Delivered(reply) => {
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                self.limits.delivered(&recipient.domain);
+                RecipientOutcome { kind: OutcomeKind::Sent, message_id: Some(message_id), ..with_reply(base, &reply) }
+            }
+            DeliveryOutcome::PermanentFailure(reply) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                debug!(recipient_id = %recipient.id.get(), code = reply.code, "smtp rejected permanently");
+                RecipientOutcome {
+                    kind: OutcomeKind::Failed,
+                    reason: Some("rejected permanently by the receiving server".into()),
+                    ..with_reply(base, &reply)
+                }
+            }
+            DeliveryOutcome::TemporaryFailure { reply, detail } => {
+                let backoff_until = reply
+                    .as_ref()
+                    .filter(|reply| is_slow_down(reply))
+                    .map(|_| to_chrono(self.limits.slow_down(&recipient.domain)));
+                let server_hint = reply.as_ref().and_then(|reply| retry_hint(&reply.text));
+                let base = match &reply {
+                    Some(reply) => with_reply(base, reply),
+                    None => RecipientOutcome { reply: Some(detail.clone()), ..base },
+                };
+                let attempts = u32::try_from(recipient.attempts).unwrap_or(u32::MAX);
+                let policy_delay =
+                    self.config.retry.next_delay(attempts, recipient.since_first_attempt, rand::random::<f64>());
+                match policy_delay {
+                    Some(delay) => {
+                        self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+                        // The server's own "try again in N minutes" wins over our schedule, and
+                        // a domain back-off holds the row until it ends.
+                        let delay = server_hint.unwrap_or(delay);
+                        let mut next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                        if let Some(until) = backoff_until {
+                            next = next.max(until);
+                        }
+                        RecipientOutcome {
+                            kind: OutcomeKind::Deferred,
+                            next_attempt_at: Some(next),
+                            reason: Some(format!("temporary failure: {detail}")),
+                            ..base
+                        }
+                    }
+                    None => {
+                        self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        RecipientOutcome {
+                            kind: OutcomeKind::Expired,
+                            reason: Some(format!("retry window ended; last error: {detail}")),
+                            ..base
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

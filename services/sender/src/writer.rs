@@ -1,0 +1,64 @@
+//! The writer: collects outcomes and writes them back in batches (one `UNNEST` statement each).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sendwerk_store::{RecipientOutcome, Store, StoreError};
+use tokio::sync::mpsc;
+use tracing::warn;
+use uuid::Uuid;
+
+use crate::SenderConfig;
+use crate::runner::SenderStats;
+
+/// Writes outcomes until every sender of the channel is gone; on a database error it keeps the
+/// batch and tries again, so no outcome is dropped while the process lives. Rows whose lease
+/// was lost are not written (the fence in the statement) and are counted as such.
+pub(crate) async fn write_outcomes(
+    store: Store,
+    worker_id: Uuid,
+    config: Arc<SenderConfig>,
+    mut outcome_rx: mpsc::Receiver<RecipientOutcome>,
+    stats: Arc<SenderStats>,
+) -> Result<(), StoreError> {
+    let mut batch: Vec<RecipientOutcome> = Vec::with_capacity(config.flush_batch_size);
+    let mut open = true;
+    while open || !batch.is_empty() {
+        if open {
+            let deadline = tokio::time::sleep(config.flush_interval);
+            tokio::pin!(deadline);
+            while batch.len() < config.flush_batch_size {
+                tokio::select! {
+                    received = outcome_rx.recv() => match received {
+                        Some(outcome) => batch.push(outcome),
+                        None => {
+                            open = false;
+                            break;
+                        }
+                    },
+                    () = &mut deadline => break,
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match store.record_outcomes(worker_id, &batch).await {
+            Ok(written) => {
+                stats.recorded.fetch_add(written, Ordering::Relaxed);
+                let fenced = batch.len() as u64 - written.min(batch.len() as u64);
+                if fenced > 0 {
+                    stats.fenced.fetch_add(fenced, Ordering::Relaxed);
+                    warn!(fenced, "outcomes not written: the shard lease was lost; another sender retries those rows");
+                }
+                batch.clear();
+            }
+            Err(error) => {
+                warn!(error = %error, cause = ?std::error::Error::source(&error), pending = batch.len(), "writing outcomes failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+DELETE FROM domain_settings WHERE domain = $1

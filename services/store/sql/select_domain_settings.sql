@@ -1,0 +1,1 @@
+SELECT domain, max_per_minute, paused FROM domain_settings

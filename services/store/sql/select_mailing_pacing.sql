@@ -1,0 +1,1 @@
+SELECT max_per_hour FROM mailings WHERE id = $1
