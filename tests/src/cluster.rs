@@ -121,8 +121,28 @@ impl TestCluster {
             },
             shutdown_grace: Duration::from_secs(5),
             dkim_keys: self.options.dkim_keys.clone(),
+            settings_refresh: Duration::from_millis(200),
+            domain_backoff: Duration::from_secs(1),
             ..SenderConfig::default()
         }
+    }
+
+    /// The port of the SMTP sink on 127.0.0.1.
+    pub fn sink_port(&self) -> u16 {
+        self.relay.port
+    }
+
+    /// Another sender on the same database and sink, managed by the caller.
+    pub fn start_extra_sender(&self) -> anyhow::Result<SenderHandle> {
+        SenderHandle::start(self.store.clone(), self.sender_config())
+    }
+
+    /// Shards held per live sender, from the AdminService, sorted.
+    pub async fn shards_per_sender(&mut self) -> anyhow::Result<Vec<i32>> {
+        let senders = self.api.admin.list_senders(v1::ListSendersRequest {}).await?.into_inner().senders;
+        let mut shards: Vec<i32> = senders.iter().map(|sender| sender.num_shards).filter(|n| *n > 0).collect();
+        shards.sort_unstable();
+        Ok(shards)
     }
 
     pub fn start_sender(&mut self) -> anyhow::Result<()> {

@@ -3,7 +3,13 @@
 
 mod bad_input;
 mod delivery;
+mod direct_mx;
 mod dkim;
 mod lifecycle;
 mod other_language_client;
 mod queue;
+mod sharding;
+
+/// The loopback DNS server the mail crate's tests use, for direct-to-MX delivery.
+#[path = "../../services/mail/tests/support/dns_server.rs"]
+mod dns_server;

@@ -24,9 +24,10 @@ pub enum RelayTls {
     /// Plain SMTP (loopback or a trusted network only).
     #[default]
     None,
-    /// STARTTLS when the relay offers it, plain otherwise.
+    /// STARTTLS when the server offers it, plain otherwise; the certificate is not verified
+    /// (like Postfix's `may` level: encryption against passive listeners, the norm between MXs).
     Opportunistic,
-    /// STARTTLS, and fail when the relay does not offer it.
+    /// STARTTLS with a verified certificate, and fail when the server does not offer it.
     Required,
 }
 
@@ -114,6 +115,9 @@ pub struct SmtpSession {
     max_transactions: u32,
     command_timeout: Duration,
     broken: bool,
+    /// The last transaction found the connection dead before MAIL FROM was answered: nothing
+    /// was sent, and a fresh connection may simply try again (servers close idle connections).
+    died_before_transaction: bool,
 }
 
 /// Opens a connection: TCP with `TCP_NODELAY`, greeting, EHLO, STARTTLS and AUTH as configured.
@@ -132,7 +136,9 @@ pub async fn connect(config: &RelayConfig) -> Result<SmtpSession, ConnectError> 
         .map_err(|error| ConnectError::Handshake { address: address.clone(), detail: error_text(&error) })?;
     if config.tls != RelayTls::None {
         if connection.can_starttls() {
-            let parameters = TlsParameters::new_rustls(config.host.clone())
+            let parameters = TlsParameters::builder(config.host.clone())
+                .dangerous_accept_invalid_certs(config.tls == RelayTls::Opportunistic)
+                .build_rustls()
                 .map_err(|error| ConnectError::Handshake { address: address.clone(), detail: error_text(&error) })?;
             connection
                 .starttls(parameters, &hello)
@@ -155,6 +161,7 @@ pub async fn connect(config: &RelayConfig) -> Result<SmtpSession, ConnectError> 
         max_transactions: config.max_messages_per_connection.max(1),
         command_timeout: config.command_timeout,
         broken: false,
+        died_before_transaction: false,
     })
 }
 
@@ -190,6 +197,12 @@ enum Stage {
 }
 
 impl SmtpSession {
+    /// Whether the last `deliver` found the connection already dead (no reply to MAIL FROM):
+    /// the message was not sent and may be retried at once on a new connection.
+    pub fn died_before_transaction(&self) -> bool {
+        self.died_before_transaction
+    }
+
     /// Whether this connection can carry another transaction.
     pub fn is_reusable(&self) -> bool {
         !self.broken && !self.connection.has_broken() && self.num_transactions < self.max_transactions
@@ -199,6 +212,7 @@ impl SmtpSession {
     /// endings; dot-stuffing happens here). Every reply passes the one classifier.
     pub async fn deliver(&mut self, return_path: &str, recipient: &str, message: &[u8]) -> DeliveryOutcome {
         self.num_transactions += 1;
+        self.died_before_transaction = false;
         let from = match return_path.parse::<Address>() {
             Ok(address) => Some(address),
             Err(error) => {
@@ -267,6 +281,7 @@ impl SmtpSession {
             Some(reply) => classify_smtp_reply(reply),
             None => {
                 self.broken = true;
+                self.died_before_transaction = matches!(stage, Stage::MailFrom);
                 let detail = result.err().map(|error| error_text(&error)).unwrap_or_default();
                 DeliveryOutcome::TemporaryFailure {
                     reply: None,

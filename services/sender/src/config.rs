@@ -2,12 +2,22 @@ use std::time::Duration;
 
 use sendwerk_core::RetryPolicy;
 use sendwerk_mail::dkim::DkimKeyConfig;
+use sendwerk_mail::mx::MxResolverConfig;
 use sendwerk_mail::smtp::RelayConfig;
 
 /// Everything the sender role needs besides the store.
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
+    /// The smarthost to deliver to; in direct-to-MX mode, its hello name, timeouts and
+    /// messages-per-connection apply to every MX connection.
     pub relay: RelayConfig,
+    /// When set, deliver directly to each recipient domain's MX hosts instead of the relay.
+    pub mx: Option<MxResolverConfig>,
+    /// Direct-to-MX: at most this many connections to one MX address at a time.
+    pub max_connections_per_host: usize,
+    /// Direct-to-MX: allow MX hosts in loopback/private/link-local address ranges (tests, or an
+    /// internal mail network). Off by default so a recipient domain cannot point us inwards.
+    pub allow_private_mx_addresses: bool,
     /// SMTP connections kept open to the relay, each carrying one transaction at a time.
     pub num_connections: usize,
     /// Recipients claimed per statement.
@@ -43,6 +53,9 @@ impl Default for SenderConfig {
     fn default() -> Self {
         Self {
             relay: RelayConfig::default(),
+            mx: None,
+            max_connections_per_host: 4,
+            allow_private_mx_addresses: false,
             num_connections: 8,
             claim_batch_size: 256,
             lease: Duration::from_secs(15),

@@ -10,6 +10,7 @@
 
 mod claimer;
 mod config;
+mod direct;
 mod leases;
 mod limits;
 pub mod prepared;
@@ -18,7 +19,8 @@ mod worker;
 mod writer;
 
 pub use config::SenderConfig;
+pub use direct::is_public_address;
 pub use leases::Ownership;
 pub use limits::{Admission, DomainLimits};
 pub use prepared::{BuildError, BuiltMessage, PrepareError, PreparedMailing, merge_builtin_variables};
-pub use runner::{Sender, SenderStats};
+pub use runner::{Sender, SenderSetupError, SenderStats};

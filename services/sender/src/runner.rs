@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 
 use governor::{Quota, RateLimiter};
 use sendwerk_mail::dkim::DkimSigners;
+use sendwerk_mail::mx::MxResolver;
 use sendwerk_store::{Store, StoreError};
 use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::JoinSet;
@@ -16,6 +17,7 @@ use uuid::Uuid;
 
 use crate::SenderConfig;
 use crate::claimer::{Claimer, Job, released};
+use crate::direct::DirectDelivery;
 use crate::leases::{LeaseKeeper, Ownership};
 use crate::limits::DomainLimits;
 use crate::worker::ConnectionWorker;
@@ -43,6 +45,16 @@ pub struct Sender {
     worker_id: Uuid,
     stats: Arc<SenderStats>,
     limits: Arc<DomainLimits>,
+    direct: Option<Arc<DirectDelivery>>,
+}
+
+/// Why a sender cannot be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SenderSetupError {
+    #[error("dkim: {0}")]
+    Dkim(#[from] sendwerk_mail::dkim::DkimError),
+    #[error("mx resolver: {0}")]
+    Mx(#[from] sendwerk_mail::mx::MxConfigError),
 }
 
 /// Aborts the given tasks when dropped, so that a sender dropped mid-run (a crash in tests)
@@ -58,8 +70,17 @@ impl Drop for AbortOnDrop {
 }
 
 impl Sender {
-    pub fn new(store: Store, config: SenderConfig) -> Result<Self, sendwerk_mail::dkim::DkimError> {
+    pub fn new(store: Store, config: SenderConfig) -> Result<Self, SenderSetupError> {
         let signers = Arc::new(DkimSigners::from_configs(&config.dkim_keys)?);
+        let direct = match &config.mx {
+            Some(mx) => Some(Arc::new(DirectDelivery::new(
+                MxResolver::new(mx.clone())?,
+                config.relay.clone(),
+                config.max_connections_per_host,
+                config.allow_private_mx_addresses,
+            ))),
+            None => None,
+        };
         let limits = DomainLimits::new(config.default_domain_max_per_minute, config.domain_backoff);
         Ok(Self {
             store,
@@ -68,6 +89,7 @@ impl Sender {
             worker_id: Uuid::new_v4(),
             stats: Arc::new(SenderStats::default()),
             limits,
+            direct,
         })
     }
 
@@ -83,7 +105,12 @@ impl Sender {
     /// within the grace period, hands back claimed rows it did not start, writes every outcome,
     /// releases its shard leases and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StoreError> {
-        info!(worker_id = %self.worker_id, connections = self.config.num_connections, "sender starting");
+        info!(
+            worker_id = %self.worker_id,
+            connections = self.config.num_connections,
+            delivery = if self.direct.is_some() { "mx" } else { "relay" },
+            "sender starting"
+        );
         let (stop_tx, stop_rx) = watch::channel(false);
         let (ownership_tx, ownership_rx) = watch::channel(Arc::new(Ownership::default()));
         let capacity = (self.config.claim_batch_size as usize).max(1) * 2;
@@ -130,6 +157,7 @@ impl Sender {
                 ownership_rx: ownership_rx.clone(),
                 outcome_tx: outcome_tx.clone(),
                 session: None,
+                direct: self.direct.clone(),
             };
             connection_workers.spawn(
                 worker.run(Arc::clone(&job_rx), stop_rx.clone()).instrument(info_span!("sender_connection", index)),

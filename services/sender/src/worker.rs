@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 
 use crate::SenderConfig;
 use crate::claimer::{Job, released};
+use crate::direct::DirectDelivery;
 use crate::leases::Ownership;
 use crate::limits::{Admission, DomainLimits};
 use crate::runner::SenderStats;
@@ -29,7 +30,10 @@ pub(crate) struct ConnectionWorker {
     pub limits: Arc<DomainLimits>,
     pub ownership_rx: watch::Receiver<Arc<Ownership>>,
     pub outcome_tx: mpsc::Sender<RecipientOutcome>,
+    /// This worker's connection to the relay (relay mode).
     pub session: Option<SmtpSession>,
+    /// Direct-to-MX delivery with its shared per-host pool, instead of the relay.
+    pub direct: Option<Arc<DirectDelivery>>,
 }
 
 fn to_chrono(at: Instant) -> chrono::DateTime<Utc> {
@@ -122,27 +126,38 @@ impl ConnectionWorker {
                 return RecipientOutcome { reason: Some(format!("skipped: {error}")), ..base };
             }
         };
-        let outcome = self.deliver(&mailing.return_path, to.as_str(), &built.bytes).await;
+        let outcome = self.deliver(&mailing.return_path, &to, &built.bytes).await;
         self.outcome_for(base, recipient, outcome, built.message_id)
     }
 
-    async fn deliver(&mut self, return_path: &str, to: &str, message: &[u8]) -> DeliveryOutcome {
-        if !self.session.as_ref().is_some_and(SmtpSession::is_reusable) {
-            if let Some(old) = self.session.take() {
-                old.quit().await;
-            }
-            match smtp::connect(&self.config.relay).await {
-                Ok(session) => self.session = Some(session),
-                Err(error) => {
-                    warn!(error = %error, "cannot connect to the relay");
-                    return DeliveryOutcome::TemporaryFailure { reply: None, detail: error.to_string() };
+    async fn deliver(&mut self, return_path: &str, to: &EmailAddress, message: &[u8]) -> DeliveryOutcome {
+        if let Some(direct) = &self.direct {
+            return direct.deliver(to.domain(), return_path, to.as_str(), message).await;
+        }
+        // Relay: this worker's own connection, reconnected when it cannot carry more, and once
+        // more when a reused connection turns out to have been closed by the relay meanwhile.
+        for _ in 0..2 {
+            let reused = self.session.as_ref().is_some_and(SmtpSession::is_reusable);
+            if !reused {
+                if let Some(old) = self.session.take() {
+                    old.quit().await;
+                }
+                match smtp::connect(&self.config.relay).await {
+                    Ok(session) => self.session = Some(session),
+                    Err(error) => {
+                        warn!(error = %error, "cannot connect to the relay");
+                        return DeliveryOutcome::TemporaryFailure { reply: None, detail: error.to_string() };
+                    }
                 }
             }
+            let Some(session) = self.session.as_mut() else { break };
+            let outcome = session.deliver(return_path, to.as_str(), message).await;
+            if !(reused && session.died_before_transaction()) {
+                return outcome;
+            }
+            debug!("the relay had closed the reused connection; reconnecting");
         }
-        match self.session.as_mut() {
-            Some(session) => session.deliver(return_path, to, message).await,
-            None => DeliveryOutcome::TemporaryFailure { reply: None, detail: "no smtp session".into() },
-        }
+        DeliveryOutcome::TemporaryFailure { reply: None, detail: "no smtp session".into() }
     }
 
     fn outcome_for(

@@ -10,6 +10,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use prost_types::{Struct, Value, value::Kind};
 use sendwerk_proto::v1;
+use sendwerk_proto::v1::admin_service_client::AdminServiceClient;
 use sendwerk_proto::v1::mailing_service_client::MailingServiceClient;
 use sendwerk_proto::v1::suppression_service_client::SuppressionServiceClient;
 use tokio_stream::wrappers::ReceiverStream;
@@ -33,11 +34,12 @@ impl Interceptor for TokenInterceptor {
 
 type Authed = InterceptedService<Channel, TokenInterceptor>;
 
-/// Clients of both services over one channel.
+/// Clients of every service over one channel.
 #[derive(Clone)]
 pub struct Api {
     pub mailings: MailingServiceClient<Authed>,
     pub suppressions: SuppressionServiceClient<Authed>,
+    pub admin: AdminServiceClient<Authed>,
 }
 
 impl Api {
@@ -57,7 +59,8 @@ impl Api {
             mailings: MailingServiceClient::with_interceptor(channel.clone(), interceptor.clone())
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
-            suppressions: SuppressionServiceClient::with_interceptor(channel, interceptor),
+            suppressions: SuppressionServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
+            admin: AdminServiceClient::with_interceptor(channel, interceptor),
         })
     }
 }

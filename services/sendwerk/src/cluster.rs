@@ -120,7 +120,7 @@ pub struct SenderHandle {
 
 impl SenderHandle {
     pub fn start(store: Store, config: SenderConfig) -> anyhow::Result<Self> {
-        let sender = Sender::new(store, config).context("loading DKIM keys")?;
+        let sender = Sender::new(store, config).context("setting up the sender (DKIM keys, MX resolver)")?;
         let worker_id = sender.worker_id().to_string();
         let stats = sender.stats();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -12,6 +12,7 @@ use figment::providers::{Env, Format, Toml};
 use sendwerk_control::ControlConfig;
 use sendwerk_core::RetryPolicy;
 use sendwerk_mail::dkim::{DkimAlgorithm, DkimKeyConfig};
+use sendwerk_mail::mx::MxResolverConfig;
 use sendwerk_mail::smtp::RelayConfig;
 use sendwerk_sender::SenderConfig;
 use serde::Deserialize;
@@ -29,11 +30,23 @@ pub struct Settings {
     #[serde(deserialize_with = "sendwerk_core::lenient::option_string")]
     pub api_token: Option<String>,
     pub max_message_bytes: usize,
-    /// The smarthost senders deliver to.
+    /// `relay` (the smarthost below) or `mx` (directly to each recipient domain's MX hosts).
+    pub delivery: DeliveryMode,
+    /// The smarthost senders deliver to; in `mx` mode its hello name and timeouts apply.
     pub relay: RelayConfig,
+    /// Direct-to-MX resolver settings (`mx` mode).
+    pub mx: MxResolverConfig,
     pub sender: SenderSettings,
     /// DKIM keys, one entry per (domain, selector); two for one domain sign twice.
     pub dkim: Vec<DkimSettings>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    #[default]
+    Relay,
+    Mx,
 }
 
 #[derive(Clone, Deserialize)]
@@ -48,6 +61,15 @@ pub struct SenderSettings {
     pub retry_initial_secs: f64,
     pub retry_max_secs: f64,
     pub retry_window_secs: f64,
+    /// Messages per minute to one destination domain (cluster-wide) unless set per domain
+    /// through the AdminService; unset for no default limit.
+    pub default_domain_max_per_minute: Option<u32>,
+    /// First back-off when a domain says "slow down".
+    pub domain_backoff_secs: f64,
+    /// `mx` mode: connections per MX address.
+    pub max_connections_per_host: usize,
+    /// `mx` mode: allow MX hosts in private/loopback ranges.
+    pub allow_private_mx_addresses: bool,
 }
 
 #[derive(Clone, Deserialize)]
@@ -69,7 +91,9 @@ impl Default for Settings {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             api_token: None,
             max_message_bytes: 10 * 1024 * 1024,
+            delivery: DeliveryMode::Relay,
             relay: RelayConfig::default(),
+            mx: MxResolverConfig::default(),
             sender: SenderSettings::default(),
             dkim: Vec::new(),
         }
@@ -89,6 +113,10 @@ impl Default for SenderSettings {
             retry_initial_secs: defaults.retry.initial_delay.as_secs_f64(),
             retry_max_secs: defaults.retry.max_delay.as_secs_f64(),
             retry_window_secs: defaults.retry.retry_window.as_secs_f64(),
+            default_domain_max_per_minute: defaults.default_domain_max_per_minute,
+            domain_backoff_secs: defaults.domain_backoff.as_secs_f64(),
+            max_connections_per_host: defaults.max_connections_per_host,
+            allow_private_mx_addresses: defaults.allow_private_mx_addresses,
         }
     }
 }
@@ -139,6 +167,11 @@ impl Settings {
             },
             max_message_bytes: self.max_message_bytes,
             dkim_keys: self.dkim_keys()?,
+            mx: (self.delivery == DeliveryMode::Mx).then(|| self.mx.clone()),
+            max_connections_per_host: sender.max_connections_per_host,
+            allow_private_mx_addresses: sender.allow_private_mx_addresses,
+            default_domain_max_per_minute: sender.default_domain_max_per_minute,
+            domain_backoff: seconds("sender.domain_backoff_secs", sender.domain_backoff_secs)?,
             ..SenderConfig::default()
         })
     }

@@ -13,6 +13,7 @@ use crate::{Envelope, Reply, SessionInfo, SmtpHandler};
 const RECIPIENT_OK: Reply = Reply::fixed(250, "2.1.5", "ok");
 const PERMANENT_FAILURE: Reply = Reply::fixed(550, "5.1.1", "mailbox unavailable");
 const TEMPORARY_FAILURE: Reply = Reply::fixed(451, "4.3.0", "temporary failure, try again later");
+const SLOW_DOWN: Reply = Reply::fixed(451, "4.7.1", "rate limit exceeded, slow down");
 const CONTENT_REJECTED: Reply = Reply::fixed(554, "5.6.0", "message content rejected");
 const MESSAGE_ACCEPTED: Reply = Reply::fixed(250, "2.0.0", "ok: queued");
 
@@ -23,6 +24,9 @@ enum Behaviour {
     PermanentFailure,
     /// `tempfail…@`: 451 4.3.0 at RCPT for the first attempts of that exact address.
     TemporaryFailure,
+    /// `throttled…@`: 451 4.7.1 "rate limit exceeded, slow down" at RCPT for the first attempts
+    /// of that exact address (a destination asking the sender to slow down).
+    Throttled,
     /// `slow…@`: accepted, but only after the slow delay at DATA.
     Slow,
     /// `datafail…@`: 554 5.6.0 after DATA.
@@ -42,6 +46,8 @@ impl Behaviour {
             Self::PermanentFailure
         } else if starts_with("tempfail") {
             Self::TemporaryFailure
+        } else if starts_with("throttled") {
+            Self::Throttled
         } else if starts_with("slow") {
             Self::Slow
         } else if starts_with("datafail") {
@@ -174,7 +180,7 @@ impl BehaviourSink {
     /// Records one RCPT attempt and returns how many there were for this address, this one
     /// included.
     fn record_rcpt_attempt(&self, address: &str, behaviour: Behaviour) -> u32 {
-        if !self.stores_messages && behaviour != Behaviour::TemporaryFailure {
+        if !self.stores_messages && !matches!(behaviour, Behaviour::TemporaryFailure | Behaviour::Throttled) {
             return 1;
         }
         let mut state = self.lock_state();
@@ -194,7 +200,9 @@ impl SmtpHandler for BehaviourSink {
         match behaviour {
             Behaviour::PermanentFailure => PERMANENT_FAILURE,
             Behaviour::TemporaryFailure if attempts <= self.num_temporary_failures => TEMPORARY_FAILURE,
+            Behaviour::Throttled if attempts <= self.num_temporary_failures => SLOW_DOWN,
             Behaviour::TemporaryFailure
+            | Behaviour::Throttled
             | Behaviour::Slow
             | Behaviour::DataFailure
             | Behaviour::DropConnection

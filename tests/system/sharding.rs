@@ -1,0 +1,167 @@
+use std::time::{Duration, Instant};
+
+use sendwerk_proto::v1;
+use sendwerk_tests::cluster::{row, simple_content};
+use sendwerk_tests::{TestCluster, TestClusterOptions, eventually};
+
+async fn wait_for_shares(cluster: &mut TestCluster, expected: &[i32], what: &str) -> anyhow::Result<()> {
+    let api = cluster.api.clone();
+    let expected = expected.to_vec();
+    eventually(Duration::from_secs(30), what, move || {
+        let mut api = api.clone();
+        let expected = expected.clone();
+        async move {
+            let senders = api.admin.list_senders(v1::ListSendersRequest {}).await?.into_inner().senders;
+            let mut shares: Vec<i32> = senders.iter().map(|s| s.num_shards).filter(|n| *n > 0).collect();
+            shares.sort_unstable();
+            Ok((shares == expected).then_some(()))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_rebalance_when_senders_join_leave_and_die() -> anyhow::Result<()> {
+    let mut cluster =
+        TestCluster::start_with(TestClusterOptions { lease: Duration::from_secs(2), ..Default::default() }).await?;
+    wait_for_shares(&mut cluster, &[256], "one sender to hold every shard").await?;
+    let second = cluster.start_extra_sender()?;
+    wait_for_shares(&mut cluster, &[128, 128], "two senders to share the shards").await?;
+    let third = cluster.start_extra_sender()?;
+    wait_for_shares(&mut cluster, &[84, 86, 86], "three senders to share the shards").await?;
+    // A graceful leave hands its shards over at once.
+    let left_at = Instant::now();
+    third.stop().await?;
+    wait_for_shares(&mut cluster, &[128, 128], "the shards of the sender that left to be taken over").await?;
+    assert!(left_at.elapsed() < Duration::from_secs(10), "a graceful leave is quick: {:?}", left_at.elapsed());
+    // A dead sender's shards are taken over when its lease expires.
+    second.kill();
+    wait_for_shares(&mut cluster, &[256], "the dead sender's shards to be taken over").await?;
+    cluster.shutdown().await
+}
+
+/// Sends 30 messages to a domain limited to 300 per minute (5 per second, bursts of 5) among
+/// other traffic with `num_senders` senders, and checks the domain's messages took at least as
+/// long as the limit allows. Sharding by domain puts the domain on one sender.
+async fn domain_limit_holds_with(num_senders: usize) -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start().await?;
+    let mut others = Vec::new();
+    for _ in 1..num_senders {
+        others.push(cluster.start_extra_sender()?);
+    }
+    let even = vec![256 / num_senders as i32; num_senders];
+    wait_for_shares(&mut cluster, &even, "the senders to share the shards evenly").await?;
+    cluster
+        .api
+        .admin
+        .set_domain_settings(v1::DomainSettings {
+            domain: "limited.example".into(),
+            max_per_minute: 300,
+            paused: false,
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    let mut rows: Vec<_> = (0..30).map(|i| row(&format!("l{i}@limited.example"), "", &[])).collect();
+    rows.extend((0..200).map(|i| row(&format!("o{i}@other{}.example", i % 16), "", &[])));
+    cluster.add_recipients(id, rows, 100).await?;
+    cluster.schedule_now(id).await?;
+    let done = cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
+    assert_eq!(done.counts.unwrap_or_default().sent, 230);
+    let (client, connection) = tokio_postgres::connect(&cluster.database_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let span: f64 = client
+        .query_one(
+            "SELECT extract(epoch FROM max(e.created_at) - min(e.created_at))::float8 FROM delivery_events e \
+             JOIN recipients r ON r.id = e.recipient_id WHERE e.kind = 'sent' AND r.domain = 'limited.example'",
+            &[],
+        )
+        .await?
+        .get(0);
+    // 30 messages at 5/s with a burst of 5 need at least (30 - 5) / 5 = 5 s.
+    assert!(span >= 4.5, "limited.example received 30 messages within {span:.2} s: the limit did not hold");
+    for sender in others {
+        sender.stop().await?;
+    }
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_rate_limit_holds_cluster_wide_with_two_senders() -> anyhow::Result<()> {
+    domain_limit_holds_with(2).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_domain_rate_limit_holds_cluster_wide_with_four_senders() -> anyhow::Result<()> {
+    domain_limit_holds_with(4).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_domain_gets_no_new_transactions_until_resumed() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start().await?;
+    cluster
+        .api
+        .admin
+        .set_domain_settings(v1::DomainSettings { domain: "held.example".into(), max_per_minute: 0, paused: true })
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    let mut rows: Vec<_> = (0..10).map(|i| row(&format!("h{i}@held.example"), "", &[])).collect();
+    rows.extend((0..20).map(|i| row(&format!("f{i}@free.example"), "", &[])));
+    cluster.add_recipients(id, rows, 100).await?;
+    cluster.schedule_now(id).await?;
+    let sink = std::sync::Arc::clone(&cluster.sink);
+    eventually(Duration::from_secs(30), "the other domain to be delivered", || {
+        let sink = std::sync::Arc::clone(&sink);
+        async move { Ok((sink.num_accepted() >= 20).then_some(())) }
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cluster.sink.num_accepted(), 20, "nothing went to the paused domain");
+    let waiting = cluster.mailing(id).await?;
+    assert_eq!(waiting.state, v1::MailingState::Sending as i32);
+    assert_eq!(waiting.counts.unwrap_or_default().queued, 10);
+    cluster.api.admin.clear_domain_settings(v1::ClearDomainSettingsRequest { domain: "held.example".into() }).await?;
+    let done = cluster.wait_until_finished(id, Duration::from_secs(30)).await?;
+    assert_eq!(done.counts.unwrap_or_default().sent, 30);
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_down_reply_backs_the_domain_off_then_it_recovers() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start().await?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    let rows: Vec<_> = std::iter::once(row("throttled@busy.example", "", &[]))
+        .chain((0..5).map(|i| row(&format!("b{i}@busy.example"), "", &[])))
+        .collect();
+    cluster.add_recipients(id, rows, 10).await?;
+    cluster.schedule_now(id).await?;
+    let done = cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
+    assert_eq!(done.counts.unwrap_or_default().sent, 6, "the domain recovers after the back-off");
+    let recipients = cluster.recipients(id).await?;
+    let throttled = recipients.iter().find(|r| r.email == "throttled@busy.example").expect("present");
+    assert_eq!(throttled.attempts, 2);
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_mailing_spreads_its_sends_evenly() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start().await?;
+    let second = cluster.start_extra_sender()?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    let rows: Vec<_> = (0..12).map(|i| row(&format!("p{i}@pace{}.example", i % 6), "", &[])).collect();
+    cluster.add_recipients(id, rows, 100).await?;
+    // 18,000 per hour = one every 200 ms, across both senders together.
+    let started = Instant::now();
+    cluster.api.mailings.schedule(v1::ScheduleRequest { mailing_id: id, send_at: None, max_per_hour: 18_000 }).await?;
+    let done = cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
+    assert_eq!(done.counts.unwrap_or_default().sent, 12);
+    assert_eq!(done.max_per_hour, 18_000);
+    assert!(
+        started.elapsed() >= Duration::from_millis(2000),
+        "12 sends at 5/s need 2.2 s, took {:?}",
+        started.elapsed()
+    );
+    second.stop().await?;
+    cluster.shutdown().await
+}
