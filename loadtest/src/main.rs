@@ -55,6 +55,25 @@ struct Options {
     /// Approximate size of the personalised body in bytes.
     #[arg(long, default_value_t = 1024)]
     body_bytes: usize,
+    /// A fault to inject when 30% of the recipients are done: `kill-sender` (kill -9 one of the
+    /// senders), `stop-sender` (SIGSTOP one past its lease, then SIGCONT), `restart-postgres`,
+    /// or `sink-faults` (the sink answers 421/451/550, hangs or drops after the final dot for a
+    /// share of recipients). Every run then checks: every recipient in exactly one final state,
+    /// none lost, every duplicate delivery matched by an outcome-unknown event.
+    #[arg(long, default_value = "none")]
+    chaos: Chaos,
+    /// Shard lease of the senders, in seconds.
+    #[arg(long, default_value_t = 15.0)]
+    lease_secs: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Chaos {
+    None,
+    KillSender,
+    StopSender,
+    RestartPostgres,
+    SinkFaults,
 }
 
 fn sendwerk_binary() -> anyhow::Result<PathBuf> {
@@ -97,12 +116,19 @@ fn spawn_role(binary: &PathBuf, config: &PathBuf, role: &str) -> anyhow::Result<
         .arg("--config")
         .arg(config)
         .arg(role)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting `sendwerk {role}`"))
+}
+
+/// Sends a signal to a process with kill(1) (no libc needed).
+async fn signal(pid: Option<u32>, signal: &str) {
+    if let Some(pid) = pid {
+        let _ = Command::new("kill").arg(signal).arg(pid.to_string()).status().await;
+    }
 }
 
 async fn terminate(child: &mut Child) {
@@ -176,7 +202,12 @@ async fn main() -> anyhow::Result<()> {
     let postgres_pid = embedded.as_ref().and_then(|embedded| postmaster_pid(embedded.data_dir()));
 
     // The sink.
-    let sink = Arc::new(sink::LoadSink::with_latency(Duration::from_millis(options.sink_latency_ms)));
+    let chaos = options.chaos;
+    let sink = Arc::new(sink::LoadSink::new(
+        Duration::from_millis(options.sink_latency_ms),
+        chaos == Chaos::SinkFaults,
+        Duration::from_secs(8),
+    ));
     let (relay, sink_server) = match options.relay {
         Some(relay) => (relay, None),
         None => {
@@ -193,12 +224,15 @@ async fn main() -> anyhow::Result<()> {
     let config_path = scratch.join("sendwerk.toml");
     let config = format!(
         "database_url = \"{database_url}\"\ndatabase_max_connections = {pool}\ngrpc_listen = \"127.0.0.1:{grpc_port}\"\n\n\
-         [relay]\nhost = \"{}\"\nport = {}\nhello_name = \"loadtest.example\"\nmax_messages_per_connection = 1000000\n\n\
-         [sender]\nconnections = {}\nclaim_batch_size = {}\npoll_interval_ms = 100\nlease_secs = 120\n\n{}",
+         [relay]\nhost = \"{}\"\nport = {}\nhello_name = \"loadtest.example\"\nmax_messages_per_connection = 1000000\n\
+         command_timeout = 3\n\n\
+         [sender]\nconnections = {}\nclaim_batch_size = {}\npoll_interval_ms = 100\nlease_secs = {}\n\
+         retry_initial_secs = 0.5\nretry_max_secs = 2\ndomain_backoff_secs = 1\nshutdown_grace_secs = 5\n\n{}",
         relay.ip(),
         relay.port(),
         options.connections,
         options.claim_batch,
+        options.lease_secs,
         dkim_config(&options.dkim)?,
         pool = 8,
     );
@@ -255,13 +289,58 @@ async fn main() -> anyhow::Result<()> {
 
     api.mailings.schedule(v1::ScheduleRequest { mailing_id, send_at: None, max_per_hour: 0 }).await?;
     let send_started = Instant::now();
+    let mut fault_injected = chaos == Chaos::None || chaos == Chaos::SinkFaults;
+    let mut resume_stopped: Option<tokio::task::JoinHandle<()>> = None;
     let final_mailing = loop {
-        let current = api.mailings.get_mailing(v1::MailingRef { mailing_id }).await?.into_inner();
+        // The control plane may be briefly unavailable (e.g. while PostgreSQL restarts).
+        let current = match api.mailings.get_mailing(v1::MailingRef { mailing_id }).await {
+            Ok(response) => response.into_inner(),
+            Err(status) if Instant::now() < deadline => {
+                eprintln!("status poll failed ({}); retrying", status.message());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(status) => return Err(status.into()),
+        };
+        let counts = current.counts.unwrap_or_default();
+        if !fault_injected && (counts.sent + counts.failed) * 10 >= total as i64 * 3 {
+            fault_injected = true;
+            let victim = sender_pids.first().copied();
+            match chaos {
+                Chaos::KillSender => {
+                    eprintln!("chaos: kill -9 sender {victim:?} at {} done", counts.sent + counts.failed);
+                    signal(victim, "-KILL").await;
+                }
+                Chaos::StopSender => {
+                    eprintln!("chaos: SIGSTOP sender {victim:?} for longer than its lease");
+                    signal(victim, "-STOP").await;
+                    let pause = Duration::from_secs_f64(options.lease_secs + 3.0);
+                    resume_stopped = Some(tokio::spawn(async move {
+                        tokio::time::sleep(pause).await;
+                        eprintln!("chaos: SIGCONT sender {victim:?}");
+                        signal(victim, "-CONT").await;
+                    }));
+                }
+                Chaos::RestartPostgres => {
+                    eprintln!("chaos: restarting PostgreSQL");
+                    match &embedded {
+                        Some(embedded) => embedded.restart().await?,
+                        None => {
+                            anyhow::bail!("--chaos restart-postgres needs the embedded PostgreSQL (unset DATABASE_URL)")
+                        }
+                    }
+                }
+                Chaos::None | Chaos::SinkFaults => {}
+            }
+        }
         if current.state == v1::MailingState::Completed as i32 || Instant::now() >= deadline {
             break current;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    if let Some(resume) = resume_stopped {
+        resume.await?;
+    }
     let wall_seconds = send_started.elapsed().as_secs_f64();
     let cpu_after = (
         sender_pids.iter().map(|&pid| procstat::process_cpu(pid)).sum::<Duration>(),
@@ -287,6 +366,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?
         .get(0);
+    let invariants = check_invariants(&client, mailing_id, options.relay.is_none().then(|| sink.deliveries())).await?;
 
     for sender in &mut senders {
         terminate(sender).await;
@@ -308,8 +388,13 @@ async fn main() -> anyhow::Result<()> {
     let sink_cpu = cpu_after.2.saturating_sub(cpu_before.2).as_secs_f64();
     let per_msg = |seconds: f64| if counts.sent > 0 { seconds * 1e6 / counts.sent as f64 } else { 0.0 };
     let own_sink = options.relay.is_none();
-    let lost =
-        if own_sink { total.saturating_sub(totals.unique_recipients) } else { total.saturating_sub(sent_rows as u64) };
+    // Never delivered and not failed for a reason (a 550 from the sink is a final outcome).
+    let failed_rows = counts.failed as u64 + counts.expired as u64;
+    let lost = if own_sink {
+        total.saturating_sub(totals.unique_recipients + failed_rows)
+    } else {
+        total.saturating_sub(sent_rows as u64 + failed_rows)
+    };
     let summary = serde_json::json!({
         "recipients": total,
         "domains": options.domains,
@@ -333,6 +418,11 @@ async fn main() -> anyhow::Result<()> {
         "duplicates": if own_sink { serde_json::json!(totals.duplicates) } else { serde_json::Value::Null },
         "outcome_unknown_events": unknown,
         "lost": lost,
+        "chaos": format!("{chaos:?}"),
+        "final_states": invariants.final_states,
+        "unfinished": invariants.unfinished,
+        "sent_but_never_received": invariants.sent_but_never_received,
+        "duplicates_without_outcome_unknown": invariants.duplicates_without_outcome_unknown,
     });
     eprintln!(
         "delivered {} of {total} in {delivery_seconds:.2} s ({:.0}/s), {:.1} µs CPU per message",
@@ -342,6 +432,17 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("{summary}");
     anyhow::ensure!(completed, "the mailing did not complete within {} s", options.timeout_secs);
+    anyhow::ensure!(
+        invariants.unfinished == 0 && invariants.sent_but_never_received == 0 && lost == 0,
+        "recipients were lost: {} unfinished, {} sent but never received, {lost} never delivered",
+        invariants.unfinished,
+        invariants.sent_but_never_received
+    );
+    anyhow::ensure!(
+        invariants.duplicates_without_outcome_unknown == 0,
+        "{} duplicate deliveries have no outcome-unknown event",
+        invariants.duplicates_without_outcome_unknown
+    );
     Ok(())
 }
 
@@ -349,4 +450,60 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("sendwerk-loadtest-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+/// What a run must guarantee whatever went wrong on the way.
+struct Invariants {
+    final_states: serde_json::Value,
+    /// Recipients still queued, sending or deferred.
+    unfinished: i64,
+    /// Recipients recorded `sent` that the sink never received (own sink only).
+    sent_but_never_received: u64,
+    /// Recipients the sink received more than once without an `outcome-unknown` event.
+    duplicates_without_outcome_unknown: u64,
+}
+
+async fn check_invariants(
+    client: &tokio_postgres::Client,
+    mailing_id: i64,
+    deliveries: Option<std::collections::HashMap<String, u32>>,
+) -> anyhow::Result<Invariants> {
+    let rows = client
+        .query("SELECT state, count(*) FROM recipients WHERE mailing_id = $1 GROUP BY state", &[&mailing_id])
+        .await?;
+    let mut final_states = serde_json::Map::new();
+    let mut unfinished = 0;
+    for row in &rows {
+        let (state, n): (String, i64) = (row.get(0), row.get(1));
+        if matches!(state.as_str(), "queued" | "sending" | "deferred") {
+            unfinished += n;
+        }
+        final_states.insert(state, serde_json::json!(n));
+    }
+    let (mut sent_but_never_received, mut duplicates_without_outcome_unknown) = (0, 0);
+    if let Some(deliveries) = deliveries {
+        let sent = client
+            .query("SELECT email FROM recipients WHERE mailing_id = $1 AND state = 'sent'", &[&mailing_id])
+            .await?;
+        sent_but_never_received =
+            sent.iter().filter(|row| !deliveries.contains_key(row.get::<_, &str>(0))).count() as u64;
+        let unknown: std::collections::HashSet<String> = client
+            .query(
+                "SELECT DISTINCT r.email FROM delivery_events e JOIN recipients r ON r.id = e.recipient_id \
+                 WHERE e.mailing_id = $1 AND e.kind = 'outcome-unknown'",
+                &[&mailing_id],
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        duplicates_without_outcome_unknown =
+            deliveries.iter().filter(|(address, times)| **times > 1 && !unknown.contains(*address)).count() as u64;
+    }
+    Ok(Invariants {
+        final_states: serde_json::Value::Object(final_states),
+        unfinished,
+        sent_but_never_received,
+        duplicates_without_outcome_unknown,
+    })
 }

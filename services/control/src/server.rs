@@ -104,6 +104,9 @@ impl ControlState {
                 smtp_reply: reply.to_string(),
                 ..Default::default()
             },
+            DeliveryOutcome::Unknown { detail } => {
+                v1::TestDelivery { accepted: false, smtp_reply: detail, ..Default::default() }
+            }
             DeliveryOutcome::TemporaryFailure { reply, detail } => v1::TestDelivery {
                 accepted: false,
                 smtp_code: reply.map(|r| i32::from(r.code)).unwrap_or_default(),

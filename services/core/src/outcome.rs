@@ -82,6 +82,10 @@ pub enum DeliveryOutcome {
     TemporaryFailure { reply: Option<SmtpReply>, detail: String },
     /// The server refused the message for good (5xx); never retried.
     PermanentFailure(SmtpReply),
+    /// The whole message went out but no reply came (the connection broke or timed out after
+    /// the final dot): the server may have taken it. Retried like a temporary failure, and
+    /// recorded as `outcome-unknown`, because a duplicate delivery is possible.
+    Unknown { detail: String },
 }
 
 /// The one classifier of SMTP replies into outcomes. The basic code decides, as RFC 5321 says

@@ -268,13 +268,14 @@ impl SmtpSession {
         let after_message = matches!(stage, Stage::Message);
         let Ok(result) = result else {
             self.broken = true;
+            if after_message {
+                return DeliveryOutcome::Unknown {
+                    detail: "timed out waiting for the reply to the message; a duplicate delivery is possible".into(),
+                };
+            }
             return DeliveryOutcome::TemporaryFailure {
                 reply: None,
-                detail: if after_message {
-                    "timed out waiting for the reply to the message; a duplicate delivery is possible".into()
-                } else {
-                    format!("timed out waiting for the reply to {stage:?}")
-                },
+                detail: format!("timed out waiting for the reply to {stage:?}"),
             };
         };
         match reply_of(&result) {
@@ -283,15 +284,17 @@ impl SmtpSession {
                 self.broken = true;
                 self.died_before_transaction = matches!(stage, Stage::MailFrom);
                 let detail = result.err().map(|error| error_text(&error)).unwrap_or_default();
-                DeliveryOutcome::TemporaryFailure {
-                    reply: None,
-                    detail: if after_message {
-                        format!(
+                if after_message {
+                    DeliveryOutcome::Unknown {
+                        detail: format!(
                             "connection failed after the message was sent ({detail}); a duplicate delivery is possible"
-                        )
-                    } else {
-                        format!("connection failed at {stage:?}: {detail}")
-                    },
+                        ),
+                    }
+                } else {
+                    DeliveryOutcome::TemporaryFailure {
+                        reply: None,
+                        detail: format!("connection failed at {stage:?}: {detail}"),
+                    }
                 }
             }
         }

@@ -160,6 +160,43 @@ impl ConnectionWorker {
         DeliveryOutcome::TemporaryFailure { reply: None, detail: "no smtp session".into() }
     }
 
+    /// Deferred with backoff (the server's own hint wins, a domain back-off holds the row until
+    /// it ends), or expired when the retry window is over.
+    fn retry_outcome(
+        &self,
+        base: RecipientOutcome,
+        recipient: &ClaimedRecipient,
+        server_hint: Option<std::time::Duration>,
+        detail: String,
+        backoff_until: Option<chrono::DateTime<Utc>>,
+    ) -> RecipientOutcome {
+        let attempts = u32::try_from(recipient.attempts).unwrap_or(u32::MAX);
+        match self.config.retry.next_delay(attempts, recipient.since_first_attempt, rand::random::<f64>()) {
+            Some(delay) => {
+                self.stats.deferred.fetch_add(1, Ordering::Relaxed);
+                let delay = server_hint.unwrap_or(delay);
+                let mut next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                if let Some(until) = backoff_until {
+                    next = next.max(until);
+                }
+                RecipientOutcome {
+                    kind: OutcomeKind::Deferred,
+                    next_attempt_at: Some(next),
+                    reason: Some(format!("temporary failure: {detail}")),
+                    ..base
+                }
+            }
+            None => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                RecipientOutcome {
+                    kind: OutcomeKind::Expired,
+                    reason: Some(format!("retry window ended; last error: {detail}")),
+                    ..base
+                }
+            }
+        }
+    }
+
     fn outcome_for(
         &self,
         base: RecipientOutcome,
@@ -188,45 +225,25 @@ impl ConnectionWorker {
                     ..with_reply(base, &reply)
                 }
             }
+            DeliveryOutcome::Unknown { detail } => {
+                let base = RecipientOutcome { reply: Some(detail.clone()), ..base };
+                let retried = self.retry_outcome(base, recipient, None, detail, None);
+                match retried.kind {
+                    OutcomeKind::Deferred => RecipientOutcome { kind: OutcomeKind::DeferredOutcomeUnknown, ..retried },
+                    _ => retried,
+                }
+            }
             DeliveryOutcome::TemporaryFailure { reply, detail } => {
                 let backoff_until = reply
                     .as_ref()
                     .filter(|reply| is_slow_down(reply))
                     .map(|_| to_chrono(self.limits.slow_down(&recipient.domain)));
-                let server_hint = reply.as_ref().and_then(|reply| retry_hint(&reply.text));
                 let base = match &reply {
                     Some(reply) => with_reply(base, reply),
                     None => RecipientOutcome { reply: Some(detail.clone()), ..base },
                 };
-                let attempts = u32::try_from(recipient.attempts).unwrap_or(u32::MAX);
-                let policy_delay =
-                    self.config.retry.next_delay(attempts, recipient.since_first_attempt, rand::random::<f64>());
-                match policy_delay {
-                    Some(delay) => {
-                        self.stats.deferred.fetch_add(1, Ordering::Relaxed);
-                        // The server's own "try again in N minutes" wins over our schedule, and
-                        // a domain back-off holds the row until it ends.
-                        let delay = server_hint.unwrap_or(delay);
-                        let mut next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                        if let Some(until) = backoff_until {
-                            next = next.max(until);
-                        }
-                        RecipientOutcome {
-                            kind: OutcomeKind::Deferred,
-                            next_attempt_at: Some(next),
-                            reason: Some(format!("temporary failure: {detail}")),
-                            ..base
-                        }
-                    }
-                    None => {
-                        self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                        RecipientOutcome {
-                            kind: OutcomeKind::Expired,
-                            reason: Some(format!("retry window ended; last error: {detail}")),
-                            ..base
-                        }
-                    }
-                }
+                let server_hint = reply.as_ref().and_then(|reply| retry_hint(&reply.text));
+                self.retry_outcome(base, recipient, server_hint, detail, backoff_until)
             }
         }
     }

@@ -209,6 +209,21 @@ impl EmbeddedPostgres {
         &self.layout.log_path
     }
 
+    /// Restarts the server (`pg_ctl restart -m fast`) on the same port with the same settings,
+    /// cutting every client connection as a database restart or fail-over would. For fault tests.
+    pub async fn restart(&self) -> Result<(), EmbeddedPostgresError> {
+        let mut command = self.layout.server_command("pg_ctl");
+        command
+            .arg("-D")
+            .arg(&self.layout.data_dir)
+            .arg("-l")
+            .arg(&self.layout.log_path)
+            .args(["restart", "-m", "fast", "-w", "-t", "60"])
+            .process_group(0);
+        run_to_completion(command, "pg_ctl restart").await?;
+        self.wait_until_accepting_connections().await
+    }
+
     /// Stops the server (`pg_ctl stop -m fast`) and deletes the temporary directory.
     pub async fn stop(mut self) {
         self.stop_watchdog();

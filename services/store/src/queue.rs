@@ -53,6 +53,9 @@ pub struct ClaimRequest<'a> {
 pub enum OutcomeKind {
     Sent,
     Deferred,
+    /// Deferred after an attempt whose outcome is unknown (no reply after the message was sent):
+    /// the event is `outcome-unknown`, since a duplicate delivery is possible.
+    DeferredOutcomeUnknown,
     Failed,
     Expired,
     Suppressed,
@@ -101,6 +104,7 @@ impl OutcomeKind {
         match self {
             Self::Sent => (RecipientState::Sent, "sent"),
             Self::Deferred => (RecipientState::Deferred, "deferred"),
+            Self::DeferredOutcomeUnknown => (RecipientState::Deferred, "outcome-unknown"),
             Self::Failed => (RecipientState::Failed, "failed"),
             Self::Expired => (RecipientState::Expired, "expired"),
             Self::Suppressed => (RecipientState::Suppressed, "suppressed"),
