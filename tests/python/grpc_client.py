@@ -24,7 +24,7 @@ def generate_stubs(out_dir):
     import grpc_tools
 
     well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    for name in ("admin.proto", "mailing.proto", "suppression.proto"):
+    for name in ("admin.proto", "bounce.proto", "mailing.proto", "suppression.proto"):
         status = protoc.main(
             [
                 "protoc",

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sendwerk::client::Api;
-use sendwerk::cluster::{ControlHandle, SenderHandle};
+use sendwerk::cluster::{ControlHandle, SenderHandle, start_bounce_listener};
+use sendwerk_bounce::BounceProcessor;
 use sendwerk_control::ControlConfig;
 use sendwerk_core::RetryPolicy;
+use sendwerk_core::{Domain, Verp};
 use sendwerk_mail::dkim::{DkimKeyConfig, DkimSigners};
 use sendwerk_mail::smtp::RelayConfig;
 use sendwerk_proto::v1;
@@ -29,6 +31,8 @@ pub struct TestClusterOptions {
     pub claim_batch_size: i64,
     pub api_token: Option<String>,
     pub sink: fn() -> BehaviourSink,
+    /// VERP return paths on `bounces.test` and a bounce listener on a free port.
+    pub bounces: bool,
 }
 
 impl Default for TestClusterOptions {
@@ -41,6 +45,7 @@ impl Default for TestClusterOptions {
             claim_batch_size: 64,
             api_token: None,
             sink: BehaviourSink::new,
+            bounces: false,
         }
     }
 }
@@ -55,6 +60,9 @@ pub struct TestCluster {
     sink_server: Option<RunningServer>,
     options: TestClusterOptions,
     relay: RelayConfig,
+    /// The VERP signer and the bounce listener, with `TestClusterOptions::bounces`.
+    pub verp: Option<Verp>,
+    pub bounce_listener: Option<RunningServer>,
 }
 
 impl TestCluster {
@@ -85,8 +93,28 @@ impl TestCluster {
             watch_interval: Duration::from_millis(50),
             ..ControlConfig::default()
         };
-        let control =
-            ControlHandle::start(store.clone(), control_config, signers, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let verp = if options.bounces {
+            Some(Verp::new(Domain::parse("bounces.test")?, b"test-bounce-secret-0123456789", &[])?)
+        } else {
+            None
+        };
+        let processor =
+            verp.clone().map(|verp| Arc::new(BounceProcessor::new(store.clone(), verp, 3, 30, 10 * 1024 * 1024)));
+        let bounce_listener = match &processor {
+            Some(processor) => Some(
+                start_bounce_listener(Arc::clone(processor), SocketAddr::from(([127, 0, 0, 1], 0)), 10 * 1024 * 1024)
+                    .await?,
+            ),
+            None => None,
+        };
+        let control = ControlHandle::start(
+            store.clone(),
+            control_config,
+            signers,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            processor,
+        )
+        .await?;
         let api = Api::connect(&control.endpoint(), options.api_token.as_deref()).await?;
         let mut cluster = Self {
             store,
@@ -98,6 +126,8 @@ impl TestCluster {
             sink_server: Some(sink_server),
             options,
             relay,
+            verp,
+            bounce_listener,
         };
         if cluster.options.start_sender {
             cluster.start_sender()?;
@@ -123,6 +153,7 @@ impl TestCluster {
             dkim_keys: self.options.dkim_keys.clone(),
             settings_refresh: Duration::from_millis(200),
             domain_backoff: Duration::from_secs(1),
+            verp: self.verp.clone(),
             ..SenderConfig::default()
         }
     }
@@ -244,6 +275,9 @@ impl TestCluster {
             control.stop().await?;
         }
         if let Some(server) = self.sink_server.take() {
+            server.shutdown().await?;
+        }
+        if let Some(server) = self.bounce_listener.take() {
             server.shutdown().await?;
         }
         self.store.close();

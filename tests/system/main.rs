@@ -2,6 +2,7 @@
 //! real SMTP to a sink) and checks one behaviour end to end.
 
 mod bad_input;
+mod bounces;
 mod delivery;
 mod direct_mx;
 mod dkim;

@@ -7,6 +7,7 @@
 //! logged, never sent to clients. It never talks SMTP except for `SendTest`.
 
 mod admin_service;
+mod bounce_service;
 mod convert;
 mod error;
 mod mailing_service;

@@ -2,11 +2,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sendwerk_bounce::BounceProcessor;
 use sendwerk_core::{DeliveryOutcome, EmailAddress, TenantId};
 use sendwerk_mail::dkim::DkimSigners;
 use sendwerk_mail::smtp::{self, RelayConfig};
 use sendwerk_proto::v1;
 use sendwerk_proto::v1::admin_service_server::AdminServiceServer;
+use sendwerk_proto::v1::bounce_service_server::BounceServiceServer;
 use sendwerk_proto::v1::mailing_service_server::MailingServiceServer;
 use sendwerk_proto::v1::suppression_service_server::SuppressionServiceServer;
 use sendwerk_sender::PreparedMailing;
@@ -48,11 +50,19 @@ pub struct ControlState {
     pub(crate) config: Arc<ControlConfig>,
     pub(crate) signers: Arc<DkimSigners>,
     pub(crate) tenant: TenantId,
+    /// Applies reports given to `IngestReport`; `None` when bounce handling is not configured.
+    pub(crate) bounce_processor: Option<Arc<BounceProcessor>>,
 }
 
 impl ControlState {
     pub fn new(store: Store, config: ControlConfig, signers: Arc<DkimSigners>) -> Self {
-        Self { store, config: Arc::new(config), signers, tenant: TenantId::default() }
+        Self { store, config: Arc::new(config), signers, tenant: TenantId::default(), bounce_processor: None }
+    }
+
+    /// Enables `IngestReport` with the given processor.
+    pub fn with_bounce_processor(mut self, processor: Arc<BounceProcessor>) -> Self {
+        self.bounce_processor = Some(processor);
+        self
     }
 
     /// Checks the bearer token when one is configured, in constant time.
@@ -127,6 +137,7 @@ pub async fn serve(
     health_reporter.set_serving::<MailingServiceServer<ControlState>>().await;
     health_reporter.set_serving::<SuppressionServiceServer<ControlState>>().await;
     health_reporter.set_serving::<AdminServiceServer<ControlState>>().await;
+    health_reporter.set_serving::<BounceServiceServer<ControlState>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(sendwerk_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -149,7 +160,8 @@ pub async fn serve(
         .add_optional_service(reflection_v1alpha)
         .add_service(MailingServiceServer::new(state.clone()).max_decoding_message_size(max_message))
         .add_service(SuppressionServiceServer::new(state.clone()).max_decoding_message_size(max_message))
-        .add_service(AdminServiceServer::new(state))
+        .add_service(AdminServiceServer::new(state.clone()))
+        .add_service(BounceServiceServer::new(state).max_decoding_message_size(max_message))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -213,10 +213,13 @@ impl SmtpSession {
     pub async fn deliver(&mut self, return_path: &str, recipient: &str, message: &[u8]) -> DeliveryOutcome {
         self.num_transactions += 1;
         self.died_before_transaction = false;
-        let from = match return_path.parse::<Address>() {
-            Ok(address) => Some(address),
-            Err(error) => {
-                return self.local_failure(format!("return path {return_path:?} is not valid: {error}"));
+        // An empty return path is the null sender `<>` (bounces, auto-replies).
+        let from = if return_path.is_empty() {
+            None
+        } else {
+            match return_path.parse::<Address>() {
+                Ok(address) => Some(address),
+                Err(error) => return self.local_failure(format!("return path {return_path:?} is not valid: {error}")),
             }
         };
         let to = match recipient.parse::<Address>() {

@@ -2,7 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-const PROTO_FILES: &[&str] = &["sendwerk/v1/admin.proto", "sendwerk/v1/mailing.proto", "sendwerk/v1/suppression.proto"];
+const PROTO_FILES: &[&str] = &[
+    "sendwerk/v1/admin.proto",
+    "sendwerk/v1/bounce.proto",
+    "sendwerk/v1/mailing.proto",
+    "sendwerk/v1/suppression.proto",
+];
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

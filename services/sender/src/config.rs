@@ -47,6 +47,10 @@ pub struct SenderConfig {
     pub settings_refresh: Duration,
     /// This sender's name in the `workers` table.
     pub hostname: String,
+    /// VERP return paths (`b-<id>-<mac>@<bounce domain>`) and signed `X-Sendwerk-Ref` headers,
+    /// so that bounces can be matched to recipients; `None` sends with the mailing's from address
+    /// as the return path.
+    pub verp: Option<sendwerk_core::Verp>,
 }
 
 impl Default for SenderConfig {
@@ -71,6 +75,7 @@ impl Default for SenderConfig {
             domain_backoff: Duration::from_secs(60),
             settings_refresh: Duration::from_secs(2),
             hostname: std::env::var("HOSTNAME").unwrap_or_default(),
+            verp: None,
         }
     }
 }

@@ -113,7 +113,10 @@ impl ConnectionWorker {
         if !self.ownership_rx.borrow().may_send(recipient.shard, recipient.lease_token) {
             return self.release(recipient, None);
         }
-        let reference = format!("{}.{}", mailing.id, recipient.id.get());
+        let (return_path, reference) = match &self.config.verp {
+            Some(verp) => (verp.return_path(recipient.id), verp.token(recipient.id)),
+            None => (mailing.return_path.clone(), format!("{}.{}", mailing.id, recipient.id.get())),
+        };
         let built =
             mailing.build(&to, &recipient.external_id, &recipient.variables, &reference, false).and_then(|built| {
                 let signed = self.signers.sign(&mailing.from_domain, &built.bytes)?;
@@ -126,7 +129,7 @@ impl ConnectionWorker {
                 return RecipientOutcome { reason: Some(format!("skipped: {error}")), ..base };
             }
         };
-        let outcome = self.deliver(&mailing.return_path, &to, &built.bytes).await;
+        let outcome = self.deliver(&return_path, &to, &built.bytes).await;
         self.outcome_for(base, recipient, outcome, built.message_id)
     }
 

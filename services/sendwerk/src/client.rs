@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use prost_types::{Struct, Value, value::Kind};
 use sendwerk_proto::v1;
 use sendwerk_proto::v1::admin_service_client::AdminServiceClient;
+use sendwerk_proto::v1::bounce_service_client::BounceServiceClient;
 use sendwerk_proto::v1::mailing_service_client::MailingServiceClient;
 use sendwerk_proto::v1::suppression_service_client::SuppressionServiceClient;
 use tokio_stream::wrappers::ReceiverStream;
@@ -40,6 +41,7 @@ pub struct Api {
     pub mailings: MailingServiceClient<Authed>,
     pub suppressions: SuppressionServiceClient<Authed>,
     pub admin: AdminServiceClient<Authed>,
+    pub bounces: BounceServiceClient<Authed>,
 }
 
 impl Api {
@@ -60,7 +62,8 @@ impl Api {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
             suppressions: SuppressionServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
-            admin: AdminServiceClient::with_interceptor(channel, interceptor),
+            admin: AdminServiceClient::with_interceptor(channel.clone(), interceptor.clone()),
+            bounces: BounceServiceClient::with_interceptor(channel, interceptor).max_encoding_message_size(max),
         })
     }
 }

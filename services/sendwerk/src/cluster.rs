@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use sendwerk_bounce::{BounceListener, BounceProcessor};
 use sendwerk_control::{ControlConfig, ControlState};
 use sendwerk_mail::dkim::DkimSigners;
 use sendwerk_sender::{Sender, SenderConfig, SenderStats};
@@ -86,12 +87,16 @@ impl ControlHandle {
         config: ControlConfig,
         signers: Arc<DkimSigners>,
         listen: SocketAddr,
+        bounce_processor: Option<Arc<BounceProcessor>>,
     ) -> anyhow::Result<Self> {
         let listener =
             tokio::net::TcpListener::bind(listen).await.with_context(|| format!("binding the grpc port {listen}"))?;
         let address = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let state = ControlState::new(store, config, signers);
+        let mut state = ControlState::new(store, config, signers);
+        if let Some(processor) = bounce_processor {
+            state = state.with_bounce_processor(processor);
+        }
         let task = tokio::spawn(sendwerk_control::serve(listener, state, async {
             let _ = stop_rx.await;
         }));
@@ -143,6 +148,44 @@ impl SenderHandle {
     }
 }
 
+/// The bounce processor for the configured bounce domain, if there is one.
+pub fn bounce_processor(
+    store: &Store,
+    settings: &crate::settings::Settings,
+) -> anyhow::Result<Option<Arc<BounceProcessor>>> {
+    let bounce = &settings.bounce;
+    Ok(bounce.verp()?.map(|verp| {
+        Arc::new(BounceProcessor::new(
+            store.clone(),
+            verp,
+            bounce.soft_bounce_limit,
+            bounce.soft_bounce_window_days,
+            bounce.max_report_bytes,
+        ))
+    }))
+}
+
+/// Starts the inbound bounce listener (SMTP) for `processor` on `listen`.
+pub async fn start_bounce_listener(
+    processor: Arc<BounceProcessor>,
+    listen: SocketAddr,
+    max_report_bytes: usize,
+) -> anyhow::Result<RunningServer> {
+    let config = ServerConfig {
+        hostname: processor.verp().domain().to_string(),
+        max_message_bytes: max_report_bytes,
+        max_recipients: 10,
+        max_connections: 256,
+        ..ServerConfig::default()
+    };
+    let listener = Arc::new(BounceListener::new(processor));
+    let server = SmtpServer::bind(listen, config, listener)
+        .await
+        .with_context(|| format!("binding the bounce listener on {listen}"))?;
+    info!(address = %server.local_addr(), "bounce listener running");
+    Ok(server.spawn())
+}
+
 /// Starts an SMTP sink that stores every message in a maildir.
 pub async fn start_capture_sink(
     maildir: &Path,
@@ -165,6 +208,8 @@ pub struct LocalCluster {
     pub sender: SenderHandle,
     pub sink: Option<(RunningServer, Arc<MaildirSink>)>,
     pub maildir: Option<PathBuf>,
+    /// The bounce listener, when a bounce domain is configured.
+    pub bounce_listener: Option<RunningServer>,
 }
 
 impl LocalCluster {
@@ -188,15 +233,27 @@ impl LocalCluster {
             None => None,
         };
         let signers = Arc::new(DkimSigners::from_configs(&sender_config.dkim_keys).context("loading DKIM keys")?);
-        let control = ControlHandle::start(database.store.clone(), control_config, signers, grpc_listen).await?;
+        let processor = bounce_processor(&database.store, settings)?;
+        let bounce_listener = match &processor {
+            Some(processor) => Some(
+                start_bounce_listener(Arc::clone(processor), settings.bounce.listen, settings.bounce.max_report_bytes)
+                    .await?,
+            ),
+            None => None,
+        };
+        let control =
+            ControlHandle::start(database.store.clone(), control_config, signers, grpc_listen, processor).await?;
         let sender = SenderHandle::start(database.store.clone(), sender_config)?;
-        Ok(Self { database, control, sender, sink, maildir })
+        Ok(Self { database, control, sender, sink, maildir, bounce_listener })
     }
 
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.sender.stop().await?;
         self.control.stop().await?;
         if let Some((server, _)) = self.sink {
+            server.shutdown().await?;
+        }
+        if let Some(server) = self.bounce_listener {
             server.shutdown().await?;
         }
         self.database.close().await;

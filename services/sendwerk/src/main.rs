@@ -38,8 +38,12 @@ enum Command {
     Control,
     /// Run a sender worker (needs DATABASE_URL).
     Sender,
-    /// Run the bounce processor (not available yet).
-    Bounce,
+    /// Run the bounce listener (needs DATABASE_URL, bounce.domain and bounce.secret), or work
+    /// with reports: `ingest PATH`, `parse FILE...`.
+    Bounce {
+        #[command(subcommand)]
+        action: Option<BounceAction>,
+    },
     /// Apply database migrations and exit (needs DATABASE_URL).
     Migrate,
     /// Every role in one process on the embedded default, serving gRPC until Ctrl-C.
@@ -155,6 +159,14 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum BounceAction {
+    /// Ingest reports from a maildir, a directory of messages, an mbox file or one .eml file.
+    Ingest { path: PathBuf },
+    /// Parse report files and print one JSON object per record per line (no database needed).
+    Parse { files: Vec<PathBuf> },
+}
+
+#[derive(Subcommand)]
 enum SuppressAction {
     Add {
         emails: Vec<String>,
@@ -213,7 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let is_server_role = matches!(
         cli.command,
-        Command::Control | Command::Sender | Command::Migrate | Command::Dev { .. } | Command::Bounce
+        Command::Control | Command::Sender | Command::Migrate | Command::Dev { .. } | Command::Bounce { action: None }
     );
     let default_filter = match &cli.command {
         Command::Demo => "warn",
@@ -227,9 +239,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let database =
                 Database::open(Some(&require_database_url(&settings)?), settings.database_max_connections).await?;
             let signers = std::sync::Arc::new(DkimSigners::from_configs(&settings.dkim_keys()?)?);
-            let control =
-                ControlHandle::start(database.store.clone(), settings.control_config(), signers, settings.grpc_listen)
-                    .await?;
+            let processor = sendwerk::cluster::bounce_processor(&database.store, &settings)?;
+            let control = ControlHandle::start(
+                database.store.clone(),
+                settings.control_config(),
+                signers,
+                settings.grpc_listen,
+                processor,
+            )
+            .await?;
             shutdown_signal().await;
             control.stop().await?;
             database.close().await;
@@ -242,8 +260,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             sender.stop().await?;
             database.close().await;
         }
-        Command::Bounce => {
-            anyhow::bail!("the bounce processor is not available yet in this version")
+        Command::Bounce { action: Some(BounceAction::Parse { files }) } => sendwerk::bounce_cli::parse_files(&files)?,
+        Command::Bounce { action: Some(BounceAction::Ingest { path }) } => {
+            let database = Database::open(Some(&require_database_url(&settings)?), 4).await?;
+            let processor = sendwerk::cluster::bounce_processor(&database.store, &settings)?
+                .context("bounce.domain and bounce.secret must be configured to match reports to recipients")?;
+            let summary = sendwerk_bounce::ingest_path(&processor, &path).await?;
+            println!(
+                "messages {} applied {} ignored {} quarantined {} duplicates {}",
+                summary.num_messages,
+                summary.num_applied,
+                summary.num_ignored,
+                summary.num_quarantined,
+                summary.num_duplicates
+            );
+            database.close().await;
+        }
+        Command::Bounce { action: None } => {
+            let database =
+                Database::open(Some(&require_database_url(&settings)?), settings.database_max_connections).await?;
+            let processor = sendwerk::cluster::bounce_processor(&database.store, &settings)?
+                .context("bounce.domain and bounce.secret must be configured for the bounce listener")?;
+            let listener = sendwerk::cluster::start_bounce_listener(
+                processor,
+                settings.bounce.listen,
+                settings.bounce.max_report_bytes,
+            )
+            .await?;
+            shutdown_signal().await;
+            listener.shutdown().await?;
+            database.close().await;
         }
         Command::Migrate => {
             let database = Database::open(Some(&require_database_url(&settings)?), 2).await?;

@@ -39,6 +39,53 @@ pub struct Settings {
     pub sender: SenderSettings,
     /// DKIM keys, one entry per (domain, selector); two for one domain sign twice.
     pub dkim: Vec<DkimSettings>,
+    /// Bounce handling: VERP return paths and the inbound report listener.
+    pub bounce: BounceSettings,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct BounceSettings {
+    /// The domain of VERP return paths (`b-<id>-<mac>@<domain>`), whose MX must point at
+    /// `sendwerk bounce`; unset sends with the mailing's from address as return path.
+    pub domain: Option<String>,
+    /// HMAC key for VERP addresses (at least 16 bytes). Never logged.
+    #[serde(deserialize_with = "sendwerk_core::lenient::option_string")]
+    pub secret: Option<String>,
+    /// Keys of earlier rotations that still verify. Never logged.
+    pub previous_secrets: Vec<String>,
+    /// Where the inbound SMTP listener of `sendwerk bounce` listens.
+    pub listen: SocketAddr,
+    /// Largest report accepted, in bytes.
+    pub max_report_bytes: usize,
+    /// Soft bounces (mailbox full, …) suppress an address after this many within the window.
+    pub soft_bounce_limit: u32,
+    pub soft_bounce_window_days: u32,
+}
+
+impl Default for BounceSettings {
+    fn default() -> Self {
+        Self {
+            domain: None,
+            secret: None,
+            previous_secrets: Vec::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 2525)),
+            max_report_bytes: 10 * 1024 * 1024,
+            soft_bounce_limit: 3,
+            soft_bounce_window_days: 30,
+        }
+    }
+}
+
+impl BounceSettings {
+    /// The VERP signer, when a bounce domain is configured.
+    pub fn verp(&self) -> anyhow::Result<Option<sendwerk_core::Verp>> {
+        let Some(domain) = &self.domain else { return Ok(None) };
+        let domain = sendwerk_core::Domain::parse(domain).map_err(|error| anyhow::anyhow!("bounce.domain: {error}"))?;
+        let secret = self.secret.as_deref().context("bounce.secret is required when bounce.domain is set")?;
+        let previous: Vec<&[u8]> = self.previous_secrets.iter().map(String::as_bytes).collect();
+        Ok(Some(sendwerk_core::Verp::new(domain, secret.as_bytes(), &previous).context("bounce.secret")?))
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -96,6 +143,7 @@ impl Default for Settings {
             mx: MxResolverConfig::default(),
             sender: SenderSettings::default(),
             dkim: Vec::new(),
+            bounce: BounceSettings::default(),
         }
     }
 }
@@ -172,6 +220,7 @@ impl Settings {
             allow_private_mx_addresses: sender.allow_private_mx_addresses,
             default_domain_max_per_minute: sender.default_domain_max_per_minute,
             domain_backoff: seconds("sender.domain_backoff_secs", sender.domain_backoff_secs)?,
+            verp: self.bounce.verp()?,
             ..SenderConfig::default()
         })
     }

@@ -16,6 +16,7 @@ mod migrate;
 mod pool;
 mod queue;
 mod recipients;
+mod reports;
 mod suppressions;
 
 pub use domains::DomainSetting;
@@ -28,4 +29,5 @@ pub use recipients::{
     ExportRow, IngestSummary, NewRecipient, RecipientLookup, RecipientRecord, RecipientVariables, RejectedRecipient,
     Rejection,
 };
+pub use reports::{BounceApplication, ReportRecord, ReportSource, ReportStatus, ReportVerdict, SoftBouncePolicy};
 pub use suppressions::{SuppressionReason, SuppressionRecord};

@@ -589,6 +589,586 @@ pub mod admin_service_server {
     }
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct IngestReportRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    pub raw: ::prost::alloc::vec::Vec<u8>,
+    /// The address the report was sent to, when known (e.g. the VERP return path).
+    #[prost(string, tag = "2")]
+    pub envelope_to: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct IngestReportResponse {
+    /// 0 when the very same report was stored before.
+    #[prost(int64, tag = "1")]
+    pub report_id: i64,
+    #[prost(enumeration = "ReportStatus", tag = "2")]
+    pub status: i32,
+    #[prost(int32, tag = "3")]
+    pub num_records: i32,
+    #[prost(int64, tag = "4")]
+    pub num_applied: i64,
+    #[prost(string, tag = "5")]
+    pub problem: ::prost::alloc::string::String,
+    #[prost(bool, tag = "6")]
+    pub duplicate: bool,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListReportsRequest {
+    /// Only reports in this state, e.g. REPORT_STATUS_QUARANTINED; unspecified means all.
+    #[prost(enumeration = "ReportStatus", tag = "1")]
+    pub status: i32,
+    #[prost(int32, tag = "2")]
+    pub page_size: i32,
+    #[prost(string, tag = "3")]
+    pub page_token: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InboundReport {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    #[prost(message, optional, tag = "2")]
+    pub received_at: ::core::option::Option<::prost_types::Timestamp>,
+    /// smtp, ingest or api.
+    #[prost(string, tag = "3")]
+    pub source: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub envelope_from: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub envelope_to: ::prost::alloc::string::String,
+    #[prost(enumeration = "ReportStatus", tag = "6")]
+    pub status: i32,
+    /// delivery_status, feedback, auto_reply or unknown.
+    #[prost(string, tag = "7")]
+    pub kind: ::prost::alloc::string::String,
+    /// Why it is quarantined.
+    #[prost(string, tag = "8")]
+    pub problem: ::prost::alloc::string::String,
+    #[prost(int32, tag = "9")]
+    pub num_records: i32,
+    #[prost(int32, tag = "10")]
+    pub num_applied: i32,
+    #[prost(int32, tag = "11")]
+    pub num_bytes: i32,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListReportsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub reports: ::prost::alloc::vec::Vec<InboundReport>,
+    #[prost(string, tag = "2")]
+    pub next_page_token: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetReportRequest {
+    #[prost(int64, tag = "1")]
+    pub report_id: i64,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetReportResponse {
+    #[prost(message, optional, tag = "1")]
+    pub report: ::core::option::Option<InboundReport>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub raw: ::prost::alloc::vec::Vec<u8>,
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ReportStatus {
+    Unspecified = 0,
+    Received = 1,
+    /// Matched to a recipient and applied.
+    Applied = 2,
+    /// Nothing to do: an auto-reply, a delay or success notice, or a duplicate.
+    Ignored = 3,
+    /// Could not be parsed or matched: kept for inspection.
+    Quarantined = 4,
+}
+impl ReportStatus {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "REPORT_STATUS_UNSPECIFIED",
+            Self::Received => "REPORT_STATUS_RECEIVED",
+            Self::Applied => "REPORT_STATUS_APPLIED",
+            Self::Ignored => "REPORT_STATUS_IGNORED",
+            Self::Quarantined => "REPORT_STATUS_QUARANTINED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "REPORT_STATUS_UNSPECIFIED" => Some(Self::Unspecified),
+            "REPORT_STATUS_RECEIVED" => Some(Self::Received),
+            "REPORT_STATUS_APPLIED" => Some(Self::Applied),
+            "REPORT_STATUS_IGNORED" => Some(Self::Ignored),
+            "REPORT_STATUS_QUARANTINED" => Some(Self::Quarantined),
+            _ => None,
+        }
+    }
+}
+/// Generated client implementations.
+pub mod bounce_service_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    /// Non-delivery reports and complaints. Reports normally arrive at the bounce listener
+    /// (`sendwerk bounce`) by SMTP; this service takes reports collected elsewhere and lists what was
+    /// received, including the quarantine of reports that could not be parsed or matched.
+    #[derive(Debug, Clone)]
+    pub struct BounceServiceClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl BounceServiceClient<tonic::transport::Channel> {
+        /// Attempt to create a new client by connecting to a given endpoint.
+        pub async fn connect<D>(dst: D) -> Result<Self, tonic::transport::Error>
+        where
+            D: TryInto<tonic::transport::Endpoint>,
+            D::Error: Into<StdError>,
+        {
+            let conn = tonic::transport::Endpoint::new(dst)?.connect().await?;
+            Ok(Self::new(conn))
+        }
+    }
+    impl<T> BounceServiceClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::Body>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> BounceServiceClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::Body>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::Body>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            BounceServiceClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Stores a raw report (RFC 5322 bytes) and applies it like one received by SMTP.
+        pub async fn ingest_report(
+            &mut self,
+            request: impl tonic::IntoRequest<super::IngestReportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::IngestReportResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/sendwerk.v1.BounceService/IngestReport",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("sendwerk.v1.BounceService", "IngestReport"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list_reports(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListReportsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListReportsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/sendwerk.v1.BounceService/ListReports",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("sendwerk.v1.BounceService", "ListReports"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// One report with its raw bytes.
+        pub async fn get_report(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetReportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetReportResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/sendwerk.v1.BounceService/GetReport",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("sendwerk.v1.BounceService", "GetReport"));
+            self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated server implementations.
+pub mod bounce_service_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with BounceServiceServer.
+    #[async_trait]
+    pub trait BounceService: std::marker::Send + std::marker::Sync + 'static {
+        /// Stores a raw report (RFC 5322 bytes) and applies it like one received by SMTP.
+        async fn ingest_report(
+            &self,
+            request: tonic::Request<super::IngestReportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::IngestReportResponse>,
+            tonic::Status,
+        >;
+        async fn list_reports(
+            &self,
+            request: tonic::Request<super::ListReportsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListReportsResponse>,
+            tonic::Status,
+        >;
+        /// One report with its raw bytes.
+        async fn get_report(
+            &self,
+            request: tonic::Request<super::GetReportRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetReportResponse>,
+            tonic::Status,
+        >;
+    }
+    /// Non-delivery reports and complaints. Reports normally arrive at the bounce listener
+    /// (`sendwerk bounce`) by SMTP; this service takes reports collected elsewhere and lists what was
+    /// received, including the quarantine of reports that could not be parsed or matched.
+    #[derive(Debug)]
+    pub struct BounceServiceServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> BounceServiceServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for BounceServiceServer<T>
+    where
+        T: BounceService,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/sendwerk.v1.BounceService/IngestReport" => {
+                    #[allow(non_camel_case_types)]
+                    struct IngestReportSvc<T: BounceService>(pub Arc<T>);
+                    impl<
+                        T: BounceService,
+                    > tonic::server::UnaryService<super::IngestReportRequest>
+                    for IngestReportSvc<T> {
+                        type Response = super::IngestReportResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::IngestReportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as BounceService>::ingest_report(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = IngestReportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/sendwerk.v1.BounceService/ListReports" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListReportsSvc<T: BounceService>(pub Arc<T>);
+                    impl<
+                        T: BounceService,
+                    > tonic::server::UnaryService<super::ListReportsRequest>
+                    for ListReportsSvc<T> {
+                        type Response = super::ListReportsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListReportsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as BounceService>::list_reports(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListReportsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/sendwerk.v1.BounceService/GetReport" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetReportSvc<T: BounceService>(pub Arc<T>);
+                    impl<
+                        T: BounceService,
+                    > tonic::server::UnaryService<super::GetReportRequest>
+                    for GetReportSvc<T> {
+                        type Response = super::GetReportResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetReportRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as BounceService>::get_report(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetReportSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(
+                            tonic::body::Body::default(),
+                        );
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for BounceServiceServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "sendwerk.v1.BounceService";
+    impl<T> tonic::server::NamedService for BounceServiceServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Address {
     /// RFC 5321 mailbox, e.g. "news@example.com".
     #[prost(string, tag = "1")]

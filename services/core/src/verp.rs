@@ -1,0 +1,179 @@
+//! VERP return paths: every message's envelope sender names its recipient row and carries an
+//! HMAC, `b-<id>-<mac>@<bounce domain>`, so a bounce can be matched to its recipient and a
+//! forged or guessed address is refused. Keys rotate: the current key signs, previous keys still
+//! verify. The same token travels in the `X-Sendwerk-Ref` header for reports that come back
+//! without the envelope.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::{Domain, RecipientId};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Secrets shorter than this are refused.
+pub const MIN_SECRET_BYTES: usize = 16;
+const MAC_BYTES: usize = 10;
+const PREFIX: &str = "b-";
+const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// Why a VERP configuration is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerpError {
+    #[error("the bounce secret must be at least {MIN_SECRET_BYTES} bytes")]
+    SecretTooShort,
+}
+
+/// Signs and verifies VERP tokens for one bounce domain.
+#[derive(Clone)]
+pub struct Verp {
+    domain: Domain,
+    /// The current key first, then previous keys that still verify.
+    keys: Vec<Vec<u8>>,
+}
+
+impl fmt::Debug for Verp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verp").field("domain", &self.domain).field("num_keys", &self.keys.len()).finish()
+    }
+}
+
+fn base32(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+impl Verp {
+    pub fn new(domain: Domain, current_secret: &[u8], previous_secrets: &[&[u8]]) -> Result<Self, VerpError> {
+        let mut keys = vec![current_secret.to_vec()];
+        keys.extend(previous_secrets.iter().map(|secret| secret.to_vec()));
+        if keys.iter().any(|key| key.len() < MIN_SECRET_BYTES) {
+            return Err(VerpError::SecretTooShort);
+        }
+        Ok(Self { domain, keys })
+    }
+
+    pub fn domain(&self) -> &Domain {
+        &self.domain
+    }
+
+    fn mac(key: &[u8], id: i64) -> String {
+        // HMAC accepts keys of any length, so this cannot fail; an empty MAC never verifies.
+        let Ok(mut mac) = HmacSha256::new_from_slice(key) else { return String::new() };
+        mac.update(b"sendwerk-verp:");
+        mac.update(id.to_string().as_bytes());
+        base32(&mac.finalize().into_bytes()[..MAC_BYTES])
+    }
+
+    /// `<id>-<mac>`, signed with the current key.
+    pub fn token(&self, recipient: RecipientId) -> String {
+        format!("{}-{}", recipient.get(), Self::mac(&self.keys[0], recipient.get()))
+    }
+
+    /// The envelope sender for a recipient's message.
+    pub fn return_path(&self, recipient: RecipientId) -> String {
+        format!("{PREFIX}{}@{}", self.token(recipient), self.domain)
+    }
+
+    /// The recipient a token names, when any key's MAC matches (case does not matter: some MTAs
+    /// lowercase local parts).
+    pub fn verify_token(&self, token: &str) -> Option<RecipientId> {
+        let (id_text, mac_text) = token.trim().split_once('-')?;
+        if id_text.is_empty() || id_text.len() > 19 || !id_text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let id: i64 = id_text.parse().ok()?;
+        let given = mac_text.to_ascii_lowercase();
+        let matches = self.keys.iter().any(|key| {
+            let expected = Self::mac(key, id);
+            !expected.is_empty()
+                && expected.len() == given.len()
+                && expected.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        });
+        matches.then(|| RecipientId::new(id))
+    }
+
+    /// The recipient a VERP address (`b-<id>-<mac>@<our bounce domain>`) names, if it is valid
+    /// and signed by one of our keys.
+    pub fn verify_address(&self, address: &str) -> Option<RecipientId> {
+        let address = address.trim().trim_start_matches('<').trim_end_matches('>');
+        let (local, domain) = address.rsplit_once('@')?;
+        if !domain.eq_ignore_ascii_case(self.domain.as_str()) {
+            return None;
+        }
+        let token =
+            local.get(..PREFIX.len()).filter(|p| p.eq_ignore_ascii_case(PREFIX)).map(|_| &local[PREFIX.len()..])?;
+        self.verify_token(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verp(secret: &[u8], previous: &[&[u8]]) -> Verp {
+        Verp::new(Domain::parse("bounces.example.com").expect("domain"), secret, previous).expect("valid")
+    }
+
+    #[test]
+    fn a_return_path_verifies_to_its_recipient() {
+        let verp = verp(b"0123456789abcdef-current", &[]);
+        let address = verp.return_path(RecipientId::new(4711));
+        assert!(address.starts_with("b-4711-") && address.ends_with("@bounces.example.com"), "{address}");
+        assert_eq!(verp.verify_address(&address), Some(RecipientId::new(4711)));
+        assert_eq!(verp.verify_address(&address.to_uppercase()), Some(RecipientId::new(4711)), "case-insensitive");
+        assert_eq!(verp.verify_address(&format!("<{address}>")), Some(RecipientId::new(4711)));
+    }
+
+    #[test]
+    fn forged_tampered_and_foreign_addresses_are_refused() {
+        let verp = verp(b"0123456789abcdef-current", &[]);
+        let address = verp.return_path(RecipientId::new(4711));
+        let tampered = address.replacen("4711", "4712", 1);
+        assert_eq!(verp.verify_address(&tampered), None, "another id with the same mac");
+        let other_domain = address.replace("bounces.example.com", "evil.example");
+        assert_eq!(verp.verify_address(&other_domain), None);
+        for forged in [
+            "b-4711-aaaaaaaaaaaaaaaa@bounces.example.com",
+            "postmaster@bounces.example.com",
+            "b-@bounces.example.com",
+            "b-x-y@bounces.example.com",
+            "",
+        ] {
+            assert_eq!(verp.verify_address(forged), None, "{forged}");
+        }
+        let other_key =
+            Verp::new(Domain::parse("bounces.example.com").expect("domain"), b"another-secret-0123456789", &[])
+                .expect("valid");
+        assert_eq!(other_key.verify_address(&address), None);
+    }
+
+    #[test]
+    fn a_previous_key_still_verifies_after_rotation() {
+        let old = verp(b"old-secret-0123456789", &[]);
+        let address = old.return_path(RecipientId::new(42));
+        let rotated = verp(b"new-secret-0123456789", &[b"old-secret-0123456789"]);
+        assert_eq!(rotated.verify_address(&address), Some(RecipientId::new(42)));
+        assert_ne!(rotated.return_path(RecipientId::new(42)), address, "the new key signs");
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        let error = Verp::new(Domain::parse("b.example.com").expect("domain"), b"short", &[]).expect_err("too short");
+        assert_eq!(error, VerpError::SecretTooShort);
+    }
+}

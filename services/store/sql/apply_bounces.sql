@@ -1,0 +1,33 @@
+-- Moves sent recipients to bounced/complained with the report's detail (a complaint may also
+-- follow a bounce), one event each, and suppresses addresses whose failure is permanent or who
+-- complained. Rows already in the target state are left alone: duplicate reports are no-ops.
+WITH report AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bool[])
+         AS b(id, state, reason, status, code, diagnostic, suppress)
+), updated AS (
+    UPDATE recipients r
+    SET state = b.state,
+        reason = b.reason,
+        last_enhanced = coalesce(b.status, r.last_enhanced),
+        last_code = coalesce(b.code, r.last_code),
+        last_reply = coalesce(b.diagnostic, r.last_reply),
+        updated_at = now()
+    FROM report b
+    WHERE r.id = b.id
+      AND (r.state = 'sent' OR (r.state = 'bounced' AND b.state = 'complained'))
+    RETURNING r.id, r.tenant_id, r.mailing_id, r.email, r.attempts, b.state, b.reason, b.status, b.code,
+              b.diagnostic, b.suppress
+), events AS (
+    INSERT INTO delivery_events (tenant_id, mailing_id, recipient_id, kind, attempt, smtp_code, enhanced, detail)
+    SELECT tenant_id, mailing_id, id, state, attempts, code, status, reason || coalesce(': ' || diagnostic, '')
+    FROM updated
+), suppressed AS (
+    INSERT INTO suppressions (tenant_id, email, reason, note)
+    SELECT DISTINCT ON (tenant_id, lower(email)) tenant_id, lower(email),
+           CASE WHEN state = 'complained' THEN 'complaint' ELSE 'hard_bounce' END,
+           reason || coalesce(': ' || diagnostic, '')
+    FROM updated WHERE suppress
+    ON CONFLICT (tenant_id, email) DO NOTHING
+)
+SELECT id, tenant_id, email, state FROM updated

@@ -1,0 +1,1 @@
+SELECT raw FROM inbound_reports WHERE id = $1

@@ -1,0 +1,245 @@
+use std::time::Duration;
+
+use sendwerk_mail::smtp::{self, RelayConfig};
+use sendwerk_proto::v1;
+use sendwerk_tests::cluster::{row, simple_content};
+use sendwerk_tests::{TestCluster, TestClusterOptions, eventually};
+
+/// The headers of a message as the sink received it, up to the blank line.
+fn header_block(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw);
+    text.split("\r\n\r\n").next().unwrap_or_default().to_owned()
+}
+
+/// A real RFC 3464 delivery status notification, as Postfix would send it.
+fn dsn(recipient: &str, original_headers: &str, status: &str, diagnostic: &str) -> Vec<u8> {
+    format!(
+        "From: MAILER-DAEMON@mx.b.example (Mail Delivery System)\r\n\
+         To: someone@bounces.test\r\n\
+         Subject: Undelivered Mail Returned to Sender\r\n\
+         Date: Sun, 22 Nov 2026 12:00:00 +0000\r\n\
+         Message-ID: <dsn-{status}-{recipient}@mx.b.example>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"BOUNDARY\"\r\n\
+         \r\n\
+         --BOUNDARY\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\n\
+         \r\n\
+         This is the mail system at host mx.b.example.\r\n\
+         I'm sorry to have to inform you that your message could not be delivered.\r\n\
+         \r\n\
+         <{recipient}>: host mx.b.example said: {diagnostic}\r\n\
+         \r\n\
+         --BOUNDARY\r\n\
+         Content-Type: message/delivery-status\r\n\
+         \r\n\
+         Reporting-MTA: dns; mx.b.example\r\n\
+         Arrival-Date: Sun, 22 Nov 2026 11:59:59 +0000\r\n\
+         \r\n\
+         Final-Recipient: rfc822; {recipient}\r\n\
+         Original-Recipient: rfc822;{recipient}\r\n\
+         Action: failed\r\n\
+         Status: {status}\r\n\
+         Remote-MTA: dns; mx.b.example\r\n\
+         Diagnostic-Code: smtp; {diagnostic}\r\n\
+         \r\n\
+         --BOUNDARY\r\n\
+         Content-Type: text/rfc822-headers\r\n\
+         \r\n\
+         {original_headers}\r\n\
+         \r\n\
+         --BOUNDARY--\r\n"
+    )
+    .into_bytes()
+}
+
+/// A real RFC 5965 ARF complaint with the original message attached.
+fn arf(recipient: &str, original: &str) -> Vec<u8> {
+    format!(
+        "From: fbl@isp.example\r\n\
+         To: someone@bounces.test\r\n\
+         Subject: FW: complaint\r\n\
+         Date: Sun, 22 Nov 2026 12:00:00 +0000\r\n\
+         Message-ID: <arf-{recipient}@isp.example>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=feedback-report; boundary=\"ARF\"\r\n\
+         \r\n\
+         --ARF\r\n\
+         Content-Type: text/plain\r\n\
+         \r\n\
+         This is an email abuse report for an email message received from IP 192.0.2.1.\r\n\
+         \r\n\
+         --ARF\r\n\
+         Content-Type: message/feedback-report\r\n\
+         \r\n\
+         Feedback-Type: abuse\r\n\
+         User-Agent: ISP-FBL/1.0\r\n\
+         Version: 1\r\n\
+         Original-Rcpt-To: {recipient}\r\n\
+         Source-IP: 192.0.2.1\r\n\
+         \r\n\
+         --ARF\r\n\
+         Content-Type: message/rfc822\r\n\
+         \r\n\
+         {original}\r\n\
+         --ARF--\r\n"
+    )
+    .into_bytes()
+}
+
+async fn send_report(port: u16, to: &str, report: &[u8]) -> sendwerk_core::DeliveryOutcome {
+    let config =
+        RelayConfig { host: "127.0.0.1".into(), port, hello_name: "mx.b.example".into(), ..RelayConfig::default() };
+    let mut session = smtp::connect(&config).await.expect("the bounce listener answers");
+    let outcome = session.deliver("", to, report).await;
+    session.quit().await;
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounces_and_complaints_come_back_into_recipient_status_and_suppressions() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(TestClusterOptions { bounces: true, ..Default::default() }).await?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    let emails = ["gone@b.example", "full@b.example", "angry@b.example", "fine@b.example"];
+    cluster.add_recipients(id, emails.iter().map(|email| row(email, "", &[])).collect(), 10).await?;
+    cluster.schedule_now(id).await?;
+    cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
+    let messages = cluster.sink.messages();
+    assert_eq!(messages.len(), 4);
+    let verp = cluster.verp.clone().expect("bounces are on");
+    let message_for = |email: &str| messages.iter().find(|m| m.recipients[0] == email).expect("delivered").clone();
+    for message in &messages {
+        assert!(
+            verp.verify_address(&message.reverse_path).is_some(),
+            "the return path is a signed VERP address: {}",
+            message.reverse_path
+        );
+        assert!(String::from_utf8_lossy(&message.data).contains("\r\nX-Sendwerk-Ref: "));
+    }
+    let listener_port = cluster.bounce_listener.as_ref().expect("listener runs").local_addr().port();
+
+    // The listener is never a relay and refuses forged return paths.
+    for refused in ["someone@gmail.com", "b-1-aaaaaaaaaaaaaaaa@bounces.test", "postmaster@bounces.test"] {
+        let outcome = send_report(listener_port, refused, b"Subject: x\r\n\r\nx\r\n").await;
+        assert!(
+            matches!(&outcome, sendwerk_core::DeliveryOutcome::PermanentFailure(reply) if reply.code == 550),
+            "{refused}: {outcome:?}"
+        );
+    }
+
+    let gone = message_for("gone@b.example");
+    let gone_dsn = dsn(
+        "gone@b.example",
+        &header_block(&gone.data),
+        "5.1.1",
+        "550 5.1.1 <gone@b.example>: Recipient address rejected: User unknown in virtual mailbox table",
+    );
+    assert!(matches!(
+        send_report(listener_port, &gone.reverse_path, &gone_dsn).await,
+        sendwerk_core::DeliveryOutcome::Delivered(_)
+    ));
+    let full = message_for("full@b.example");
+    let full_dsn = dsn(
+        "full@b.example",
+        &header_block(&full.data),
+        "5.2.2",
+        "552 5.2.2 <full@b.example>: mailbox full, quota exceeded",
+    );
+    assert!(matches!(
+        send_report(listener_port, &full.reverse_path, &full_dsn).await,
+        sendwerk_core::DeliveryOutcome::Delivered(_)
+    ));
+    let angry = message_for("angry@b.example");
+    let complaint = arf("angry@b.example", &String::from_utf8_lossy(&angry.data));
+    assert!(matches!(
+        send_report(listener_port, &angry.reverse_path, &complaint).await,
+        sendwerk_core::DeliveryOutcome::Delivered(_)
+    ));
+    // The same report twice changes nothing.
+    assert!(matches!(
+        send_report(listener_port, &gone.reverse_path, &gone_dsn).await,
+        sendwerk_core::DeliveryOutcome::Delivered(_)
+    ));
+
+    let api = cluster.api.clone();
+    let done = eventually(Duration::from_secs(10), "the reports to be applied", move || {
+        let mut api = api.clone();
+        async move {
+            let mailing = api.mailings.get_mailing(v1::MailingRef { mailing_id: id }).await?.into_inner();
+            let counts = mailing.counts.unwrap_or_default();
+            Ok((counts.bounced == 2 && counts.complained == 1).then_some(counts))
+        }
+    })
+    .await?;
+    assert_eq!(done.sent, 1);
+    let recipients = cluster.recipients(id).await?;
+    let find = |email: &str| recipients.iter().find(|r| r.email == email).expect("present").clone();
+    let gone_row = find("gone@b.example");
+    assert_eq!((gone_row.state, gone_row.reason.as_str()), (v1::RecipientState::Bounced as i32, "userunknown"));
+    assert_eq!(gone_row.last_reply.clone().unwrap_or_default().enhanced_status, "5.1.1");
+    assert!(gone_row.last_reply.unwrap_or_default().text.contains("User unknown"), "the diagnostic text is kept");
+    let full_row = find("full@b.example");
+    assert_eq!((full_row.state, full_row.reason.as_str()), (v1::RecipientState::Bounced as i32, "mailboxfull"));
+    let angry_row = find("angry@b.example");
+    assert_eq!((angry_row.state, angry_row.reason.as_str()), (v1::RecipientState::Complained as i32, "feedback"));
+
+    // Hard bounces and complaints are suppressed; one soft bounce is not (yet).
+    let suppressed = cluster
+        .api
+        .suppressions
+        .check_suppressions(v1::CheckSuppressionsRequest { emails: emails.iter().map(|e| (*e).to_owned()).collect() })
+        .await?
+        .into_inner()
+        .suppressed;
+    let mut suppressed: Vec<(String, i32)> = suppressed.into_iter().map(|s| (s.email, s.reason)).collect();
+    suppressed.sort();
+    assert_eq!(
+        suppressed,
+        vec![
+            ("angry@b.example".to_owned(), v1::SuppressionReason::Complaint as i32),
+            ("gone@b.example".to_owned(), v1::SuppressionReason::HardBounce as i32),
+        ]
+    );
+
+    // A report that matches nothing is kept in quarantine, not dropped.
+    let stray =
+        dsn("stranger@elsewhere.example", "From: x@y.example\r\nSubject: not ours", "5.1.1", "550 5.1.1 user unknown");
+    let ingested = cluster
+        .api
+        .bounces
+        .ingest_report(v1::IngestReportRequest { raw: stray, envelope_to: String::new() })
+        .await?
+        .into_inner();
+    assert_eq!(ingested.status, v1::ReportStatus::Quarantined as i32);
+    let quarantine = cluster
+        .api
+        .bounces
+        .list_reports(v1::ListReportsRequest {
+            status: v1::ReportStatus::Quarantined as i32,
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner()
+        .reports;
+    assert_eq!(quarantine.len(), 1);
+    assert!(quarantine[0].problem.contains("cannot be matched"), "{}", quarantine[0].problem);
+    let all = cluster
+        .api
+        .bounces
+        .list_reports(v1::ListReportsRequest { status: 0, page_size: 100, page_token: String::new() })
+        .await?
+        .into_inner()
+        .reports;
+    assert_eq!(all.len(), 4, "three applied reports and one quarantined; the duplicate is stored once");
+
+    // The export carries the bounce reason and diagnostic.
+    let mut csv_bytes: Vec<u8> = Vec::new();
+    sendwerk::client::export(&mut cluster.api, id, v1::RecipientState::Bounced, &mut csv_bytes).await?;
+    let csv_text = String::from_utf8(csv_bytes)?;
+    assert!(
+        csv_text.contains("gone@b.example") && csv_text.contains("userunknown") && csv_text.contains("User unknown"),
+        "{csv_text}"
+    );
+    cluster.shutdown().await
+}
