@@ -65,7 +65,14 @@ struct Options {
     /// Shard lease of the senders, in seconds.
     #[arg(long, default_value_t = 15.0)]
     lease_secs: f64,
+    /// After the mailing, send this many DSNs (one per recipient, to its VERP address) to a
+    /// `sendwerk bounce` listener over 16 connections and measure how fast they are applied.
+    #[arg(long, default_value_t = 0)]
+    bounce_reports: u64,
 }
+
+const BOUNCE_DOMAIN: &str = "bounces.loadtest.example";
+const BOUNCE_SECRET: &str = "loadtest-bounce-secret-0123456789";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Chaos {
@@ -220,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Configuration shared by the control plane and the senders.
     let grpc_port = free_port()?;
+    let bounce_port = free_port()?;
     let scratch = tempfile_dir()?;
     let config_path = scratch.join("sendwerk.toml");
     let config = format!(
@@ -227,7 +235,8 @@ async fn main() -> anyhow::Result<()> {
          [relay]\nhost = \"{}\"\nport = {}\nhello_name = \"loadtest.example\"\nmax_messages_per_connection = 1000000\n\
          command_timeout = 3\n\n\
          [sender]\nconnections = {}\nclaim_batch_size = {}\npoll_interval_ms = 100\nlease_secs = {}\n\
-         retry_initial_secs = 0.5\nretry_max_secs = 2\ndomain_backoff_secs = 1\nshutdown_grace_secs = 5\n\n{}",
+         retry_initial_secs = 0.5\nretry_max_secs = 2\ndomain_backoff_secs = 1\nshutdown_grace_secs = 5\n\n\
+         [bounce]\ndomain = \"{BOUNCE_DOMAIN}\"\nsecret = \"{BOUNCE_SECRET}\"\nlisten = \"127.0.0.1:{bounce_port}\"\n\n{}",
         relay.ip(),
         relay.port(),
         options.connections,
@@ -366,6 +375,14 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?
         .get(0);
+    let bounce_result = if options.bounce_reports > 0 {
+        let mut listener = spawn_role(&binary, &config_path, "bounce")?;
+        let result = run_bounce_reports(&client, mailing_id, options.bounce_reports, bounce_port, postgres_pid).await;
+        terminate(&mut listener).await;
+        Some(result?)
+    } else {
+        None
+    };
     let invariants = check_invariants(&client, mailing_id, options.relay.is_none().then(|| sink.deliveries())).await?;
 
     for sender in &mut senders {
@@ -419,6 +436,9 @@ async fn main() -> anyhow::Result<()> {
         "outcome_unknown_events": unknown,
         "lost": lost,
         "chaos": format!("{chaos:?}"),
+        "bounce_reports": bounce_result.as_ref().map(|r| r.reports),
+        "bounce_reports_per_sec": bounce_result.as_ref().map(|r| r.per_sec.round()),
+        "bounce_postgres_cpu_us_per_report": bounce_result.as_ref().map(|r| (r.postgres_cpu_us * 10.0).round() / 10.0),
         "final_states": invariants.final_states,
         "unfinished": invariants.unfinished,
         "sent_but_never_received": invariants.sent_but_never_received,
@@ -505,5 +525,104 @@ async fn check_invariants(
         unfinished,
         sent_but_never_received,
         duplicates_without_outcome_unknown,
+    })
+}
+
+struct BounceRun {
+    reports: u64,
+    per_sec: f64,
+    postgres_cpu_us: f64,
+}
+
+fn dsn_for(recipient: &str) -> Vec<u8> {
+    format!(
+        "From: MAILER-DAEMON@mx.loadtest.example\r\nTo: {BOUNCE_DOMAIN}\r\nSubject: Undelivered Mail Returned to Sender\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\r\n\r\n\
+         --B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\r\n\
+         --B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.loadtest.example\r\n\r\n\
+         Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+         Diagnostic-Code: smtp; 550 5.1.1 <{recipient}>: Recipient address rejected: User unknown\r\n\r\n\
+         --B\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: news@loadtest.example\r\nTo: {recipient}\r\nSubject: x\r\n\r\n--B--\r\n"
+    )
+    .into_bytes()
+}
+
+/// Sends one DSN per recipient (to its VERP address) to the bounce listener over 16
+/// connections and measures until every one is applied.
+async fn run_bounce_reports(
+    client: &tokio_postgres::Client,
+    mailing_id: i64,
+    count: u64,
+    port: u16,
+    postgres_pid: Option<u32>,
+) -> anyhow::Result<BounceRun> {
+    let verp = sendwerk_core::Verp::new(sendwerk_core::Domain::parse(BOUNCE_DOMAIN)?, BOUNCE_SECRET.as_bytes(), &[])?;
+    let rows = client
+        .query(
+            "SELECT id, email FROM recipients WHERE mailing_id = $1 AND state = 'sent' ORDER BY id LIMIT $2",
+            &[&mailing_id, &(count as i64)],
+        )
+        .await?;
+    let reports: Vec<(String, Vec<u8>)> = rows
+        .iter()
+        .map(|row| (verp.return_path(sendwerk_core::RecipientId::new(row.get(0))), dsn_for(row.get::<_, &str>(1))))
+        .collect();
+    let total = reports.len() as u64;
+    let relay = sendwerk_mail::smtp::RelayConfig {
+        host: "127.0.0.1".into(),
+        port,
+        hello_name: "mx.loadtest.example".into(),
+        ..Default::default()
+    };
+    // Wait until the listener is up.
+    for _ in 0..100 {
+        if sendwerk_mail::smtp::connect(&relay).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let cpu_before = postgres_pid.map(procstat::process_tree_cpu).unwrap_or_default();
+    let started = Instant::now();
+    let shares: Vec<Vec<(String, Vec<u8>)>> = {
+        let mut shares = vec![Vec::new(); 16];
+        for (index, report) in reports.into_iter().enumerate() {
+            shares[index % 16].push(report);
+        }
+        shares
+    };
+    let mut tasks = Vec::new();
+    for share in shares {
+        let relay = relay.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut session = sendwerk_mail::smtp::connect(&relay).await?;
+            let mut accepted = 0u64;
+            for (to, report) in share {
+                if matches!(session.deliver("", &to, &report).await, sendwerk_core::DeliveryOutcome::Delivered(_)) {
+                    accepted += 1;
+                }
+            }
+            session.quit().await;
+            anyhow::Ok(accepted)
+        }));
+    }
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += task.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let bounced: i64 = client
+        .query_one("SELECT count(*) FROM recipients WHERE mailing_id = $1 AND state = 'bounced'", &[&mailing_id])
+        .await?
+        .get(0);
+    let cpu = postgres_pid.map(procstat::process_tree_cpu).unwrap_or_default().saturating_sub(cpu_before);
+    eprintln!(
+        "bounce reports: {accepted} accepted, {bounced} applied in {seconds:.2} s ({:.0}/s)",
+        total as f64 / seconds
+    );
+    anyhow::ensure!(bounced as u64 == total, "only {bounced} of {total} bounce reports were applied");
+    Ok(BounceRun {
+        reports: total,
+        per_sec: total as f64 / seconds,
+        postgres_cpu_us: cpu.as_secs_f64() * 1e6 / total.max(1) as f64,
     })
 }

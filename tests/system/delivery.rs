@@ -160,6 +160,18 @@ async fn a_permanent_failure_ends_failed_with_the_servers_reply() -> anyhow::Res
     let reply = failed.last_reply.clone().expect("the server's reply is kept");
     assert_eq!((reply.code, reply.enhanced_status.as_str()), (550, "5.1.1"));
     assert!(!reply.text.is_empty());
+    assert_eq!(failed.reason, "userunknown", "classified like a bounce report would be");
+    let suppressed = cluster
+        .api
+        .suppressions
+        .check_suppressions(v1::CheckSuppressionsRequest {
+            emails: vec!["permfail@d.example".into(), "after@d.example".into()],
+        })
+        .await?
+        .into_inner()
+        .suppressed;
+    assert_eq!(suppressed.len(), 1, "a hard rejection at RCPT suppresses the address");
+    assert_eq!(suppressed[0].reason, v1::SuppressionReason::HardBounce as i32);
     cluster.shutdown().await
 }
 

@@ -38,6 +38,7 @@ pub(crate) fn released(recipient: &ClaimedRecipient, at: Option<DateTime<Utc>>) 
         reply: None,
         reason: None,
         message_id: None,
+        suppress: false,
     }
 }
 

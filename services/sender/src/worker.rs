@@ -79,6 +79,7 @@ impl ConnectionWorker {
             reply: None,
             reason: None,
             message_id: None,
+            suppress: false,
         };
         if recipient.suppressed {
             return RecipientOutcome {
@@ -221,10 +222,15 @@ impl ConnectionWorker {
             }
             DeliveryOutcome::PermanentFailure(reply) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                debug!(recipient_id = %recipient.id.get(), code = reply.code, "smtp rejected permanently");
+                // The same classifier as for bounce reports, so a 550 at RCPT and a DSN a day
+                // later land in one model; a hard failure suppresses the address.
+                let status = reply.enhanced.map(|status| status.to_string());
+                let (reason, hard) = sendwerk_dsn::classify(Some(reply.code), status.as_deref(), &reply.text);
+                debug!(recipient_id = %recipient.id.get(), code = reply.code, reason = reason.as_str(), "smtp rejected permanently");
                 RecipientOutcome {
                     kind: OutcomeKind::Failed,
-                    reason: Some("rejected permanently by the receiving server".into()),
+                    reason: Some(reason.as_str().to_owned()),
+                    suppress: hard,
                     ..with_reply(base, &reply)
                 }
             }

@@ -4,8 +4,8 @@
 WITH outcome AS (
     SELECT *
     FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::text[], $6::text[],
-                $7::text[], $8::text[], $9::text[])
-         AS o(id, state, next_attempt_at, code, enhanced, reply, reason, message_id, event_kind)
+                $7::text[], $8::text[], $9::text[], $11::bool[])
+         AS o(id, state, next_attempt_at, code, enhanced, reply, reason, message_id, event_kind, suppress)
 ), updated AS (
     UPDATE recipients r
     SET state = CASE WHEN o.state IN ('queued', 'deferred') AND m.state = 'cancelled'
@@ -27,7 +27,14 @@ WITH outcome AS (
                   WHERE l.shard = r.shard AND l.owner = $10 AND l.token = r.lease_token
                     AND l.expires_at > now())
     RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts, o.event_kind, o.code, o.enhanced,
-              coalesce(o.reply, o.reason) AS detail
+              coalesce(o.reply, o.reason) AS detail, r.email, o.suppress, o.reason
+), suppressed AS (
+    -- A permanent rejection of the address itself (user unknown, …) at SMTP time suppresses
+    -- it, as a hard bounce report would.
+    INSERT INTO suppressions (tenant_id, email, reason, note)
+    SELECT DISTINCT ON (tenant_id, lower(email)) tenant_id, lower(email), 'hard_bounce', reason || ': ' || detail
+    FROM updated WHERE suppress
+    ON CONFLICT (tenant_id, email) DO NOTHING
 ), events AS (
     INSERT INTO delivery_events (tenant_id, mailing_id, recipient_id, kind, attempt, smtp_code,
                                  enhanced, detail)

@@ -78,6 +78,8 @@ pub struct RecipientOutcome {
     pub reply: Option<String>,
     pub reason: Option<String>,
     pub message_id: Option<String>,
+    /// Suppress the address (a permanent rejection of the address itself).
+    pub suppress: bool,
 }
 
 fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> ClaimedRecipient {
@@ -201,6 +203,7 @@ impl Store {
         let mut reasons = Vec::with_capacity(outcomes.len());
         let mut message_ids = Vec::with_capacity(outcomes.len());
         let mut events = Vec::with_capacity(outcomes.len());
+        let mut suppress = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             let (state, event) = outcome.kind.state_and_event(outcome.attempts);
             ids.push(outcome.id.get());
@@ -212,13 +215,26 @@ impl Store {
             reasons.push(outcome.reason.as_deref());
             message_ids.push(outcome.message_id.as_deref());
             events.push(event);
+            suppress.push(outcome.suppress);
         }
         let client = self.client().await?;
         let record = client.prepare_cached(include_str!("../sql/record_outcomes.sql")).await?;
         let written = client
             .query_one(
                 &record,
-                &[&ids, &states, &next_attempts, &codes, &enhanced, &replies, &reasons, &message_ids, &events, &owner],
+                &[
+                    &ids,
+                    &states,
+                    &next_attempts,
+                    &codes,
+                    &enhanced,
+                    &replies,
+                    &reasons,
+                    &message_ids,
+                    &events,
+                    &owner,
+                    &suppress,
+                ],
             )
             .await?;
         Ok(u64::try_from(written.get::<_, i64>(0)).unwrap_or(0))
