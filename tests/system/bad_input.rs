@@ -212,3 +212,32 @@ async fn a_configured_api_token_is_required() -> anyhow::Result<()> {
     );
     cluster.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_stream_reports_bad_rows_by_index_across_chunks_and_keeps_going() -> anyhow::Result<()> {
+    let mut cluster = idle_cluster().await?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    // 12,000 rows cross two chunk boundaries; rows 6000.. repeat rows 0..100 (duplicates that
+    // arrive in a later chunk), and every 1000th row is malformed.
+    let rows: Vec<_> = (0..12_000)
+        .map(|i| {
+            if i % 1000 == 999 {
+                row(&format!("broken{i}"), "", &[])
+            } else if (6000..6100).contains(&i) {
+                row(&format!("u{}@chunks.example", i - 6000), "", &[])
+            } else {
+                row(&format!("u{i}@chunks.example"), "", &[])
+            }
+        })
+        .collect();
+    let added = cluster.add_recipients(id, rows, 700).await?;
+    assert_eq!(added.invalid, 12);
+    assert_eq!(added.duplicates, 100);
+    assert_eq!(added.accepted, 12_000 - 12 - 100);
+    let duplicate_indices: Vec<i64> =
+        added.rejected.iter().filter(|r| r.kind == v1::RejectionKind::Duplicate as i32).map(|r| r.index).collect();
+    assert_eq!(duplicate_indices, (6000..6100).collect::<Vec<i64>>(), "the later row is the duplicate");
+    assert!(added.rejected.windows(2).all(|pair| pair[0].index < pair[1].index), "rejected rows in stream order");
+    assert_eq!(cluster.mailing(id).await?.counts.unwrap_or_default().queued, 12_000 - 12 - 100);
+    cluster.shutdown().await
+}

@@ -6,7 +6,9 @@ use futures::{Stream, StreamExt};
 use sendwerk_core::{EmailAddress, MailingId, RecipientId};
 use sendwerk_proto::v1::{self, mailing_service_server::MailingService};
 use sendwerk_sender::PreparedMailing;
-use sendwerk_store::{MailingAction, NewRecipient, RecipientLookup, RecipientVariables, Rejection};
+use sendwerk_store::{
+    IngestSummary, MailingAction, NewRecipient, RecipientLookup, RecipientVariables, Rejection, StoreError,
+};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, instrument};
 
@@ -196,6 +198,7 @@ impl MailingService for ControlState {
         let mut totals = IngestTotals { response: v1::AddRecipientsResponse::default() };
         let mut target: Option<MailingId> = None;
         let mut chunk: Vec<NewRecipient> = Vec::with_capacity(INGEST_CHUNK_ROWS);
+        let mut in_flight = None;
         let mut next_index = 0i64;
         while let Some(message) = stream.message().await? {
             let id = match target {
@@ -233,12 +236,13 @@ impl MailingService for ControlState {
                     }
                 }
                 if chunk.len() >= INGEST_CHUNK_ROWS {
-                    self.flush_chunk(id, &mut chunk, &mut totals).await?;
+                    self.flush_chunk(id, &mut chunk, &mut in_flight, &mut totals).await?;
                 }
             }
         }
         if let Some(id) = target {
-            self.flush_chunk(id, &mut chunk, &mut totals).await?;
+            self.flush_chunk(id, &mut chunk, &mut in_flight, &mut totals).await?;
+            self.finish_in_flight(&mut in_flight, &mut totals).await?;
         }
         let mut response = totals.response;
         response.rejected.sort_by_key(|row| row.index);
@@ -481,17 +485,33 @@ impl MailingService for ControlState {
 }
 
 impl ControlState {
+    /// Writes the gathered chunk in a task of its own, so the next chunk is read and validated
+    /// while this one is copied into Postgres; first waits for the chunk before it, so chunks
+    /// commit in stream order (a duplicate is always the later row).
     async fn flush_chunk(
         &self,
         id: MailingId,
         chunk: &mut Vec<NewRecipient>,
+        in_flight: &mut Option<tokio::task::JoinHandle<Result<IngestSummary, StoreError>>>,
         totals: &mut IngestTotals,
     ) -> Result<(), ControlError> {
+        self.finish_in_flight(in_flight, totals).await?;
         if chunk.is_empty() {
             return Ok(());
         }
-        let summary = self.store.add_recipients(&self.tenant, id, chunk).await?;
-        chunk.clear();
+        let rows = std::mem::replace(chunk, Vec::with_capacity(INGEST_CHUNK_ROWS));
+        let (store, tenant) = (self.store.clone(), self.tenant.clone());
+        *in_flight = Some(tokio::spawn(async move { store.add_recipients(&tenant, id, &rows).await }));
+        Ok(())
+    }
+
+    async fn finish_in_flight(
+        &self,
+        in_flight: &mut Option<tokio::task::JoinHandle<Result<IngestSummary, StoreError>>>,
+        totals: &mut IngestTotals,
+    ) -> Result<(), ControlError> {
+        let Some(task) = in_flight.take() else { return Ok(()) };
+        let summary = task.await.map_err(|error| ControlError::Internal(format!("ingest task failed: {error}")))??;
         totals.response.accepted += summary.accepted;
         totals.response.duplicates += summary.duplicates;
         totals.response.suppressed += summary.suppressed;
