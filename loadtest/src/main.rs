@@ -287,7 +287,18 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..options.senders {
         senders.push(spawn_role(&binary, &config_path, "sender")?);
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Measure the steady state: wait until the senders share the shards evenly.
+    let balance_deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let senders = api.admin.list_senders(v1::ListSendersRequest {}).await?.into_inner().senders;
+        let shares: Vec<i32> = senders.iter().map(|sender| sender.num_shards).filter(|n| *n > 0).collect();
+        let balanced = shares.len() == options.senders
+            && shares.iter().max().zip(shares.iter().min()).is_some_and(|(max, min)| max - min <= 2);
+        if balanced || Instant::now() >= balance_deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let sender_pids: Vec<u32> = senders.iter().filter_map(Child::id).collect();
     let self_pid = std::process::id();
     let cpu_before = (

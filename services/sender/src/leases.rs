@@ -55,8 +55,10 @@ pub(crate) struct LeaseKeeper {
 }
 
 impl LeaseKeeper {
+    /// Rounds run every second at most (and a third of the lease at least), so that shards move
+    /// within a second or two when senders join or leave.
     fn heartbeat_interval(&self) -> Duration {
-        (self.lease / 3).max(Duration::from_millis(100))
+        (self.lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
 
     /// Keeps the leases until `stop_rx` says stop. Releasing them is left to the caller, after
@@ -65,10 +67,14 @@ impl LeaseKeeper {
         let mut draining: BTreeSet<i16> = BTreeSet::new();
         let mut last_round = Instant::now() - self.heartbeat_interval();
         while !*stop_rx.borrow() {
+            let mut short_of_share = false;
             if last_round.elapsed() >= self.heartbeat_interval() {
                 last_round = Instant::now();
-                if let Err(error) = self.round(&mut draining).await {
-                    warn!(error = %error, cause = ?std::error::Error::source(&error), "lease round failed; retrying");
+                match self.round(&mut draining).await {
+                    Ok(taking_over) => short_of_share = taking_over,
+                    Err(error) => {
+                        warn!(error = %error, cause = ?std::error::Error::source(&error), "lease round failed; retrying");
+                    }
                 }
             } else if !draining.is_empty() {
                 // Hand surplus shards over as soon as their in-flight rows are written.
@@ -76,7 +82,18 @@ impl LeaseKeeper {
                     warn!(error = %error, "releasing drained shards failed");
                 }
             }
-            let pause = if draining.is_empty() { self.heartbeat_interval() } else { Duration::from_millis(100) };
+            // Hand-overs are watched closely on both sides: the giving sender releases as soon as its
+            // rows are written, the taking one asks again soon.
+            let pause = if !draining.is_empty() {
+                Duration::from_millis(100)
+            } else if short_of_share {
+                Duration::from_millis(250)
+            } else {
+                self.heartbeat_interval()
+            };
+            if short_of_share {
+                last_round = Instant::now() - self.heartbeat_interval();
+            }
             tokio::select! {
                 _ = stop_rx.changed() => {}
                 () = tokio::time::sleep(pause.min(self.heartbeat_interval())) => {}
@@ -84,18 +101,21 @@ impl LeaseKeeper {
         }
     }
 
-    /// One heartbeat: renew, rebalance towards the fair share, recover orphans, publish.
-    pub async fn round(&self, draining: &mut BTreeSet<i16>) -> Result<(), StoreError> {
+    /// One heartbeat: renew, rebalance towards the fair share, recover orphans, publish. Returns
+    /// whether it took shards over and still wants more (a hand-over in progress: ask again soon).
+    pub async fn round(&self, draining: &mut BTreeSet<i16>) -> Result<bool, StoreError> {
         let started = Instant::now();
         self.store.heartbeat_worker(self.worker_id, &self.hostname).await?;
         let live = self.store.count_live_workers(self.lease).await?.max(1);
         let fair_share = usize::from(NUM_SHARDS).div_ceil(live as usize);
         let mut held = self.store.renew_shard_leases(self.worker_id, self.lease).await?;
+        let mut taking_over = false;
         if held.len() < fair_share {
             let wanted = (fair_share - held.len()) as i64;
             let acquired = self.store.acquire_shard_leases(self.worker_id, self.lease, wanted).await?;
             if !acquired.is_empty() {
                 info!(worker_id = %self.worker_id, acquired = acquired.len(), fair_share, "shard leases acquired");
+                taking_over = held.len() + acquired.len() < fair_share;
             }
             held.extend(acquired);
         }
@@ -123,7 +143,7 @@ impl LeaseKeeper {
         if self.store.delete_dead_workers(self.lease * 10).await? > 0 {
             info!("forgot senders silent for ten lease periods");
         }
-        Ok(())
+        Ok(taking_over)
     }
 
     fn publish(&self, held: &[HeldShard], draining: &BTreeSet<i16>, renewal_started: Instant) {
