@@ -36,7 +36,7 @@ struct Options {
     #[arg(long, default_value_t = 32)]
     connections: usize,
     /// Recipients per claim.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 1024)]
     claim_batch: i64,
     /// DKIM signing: none, ed25519 or dual (RSA-2048 + Ed25519), with the test-only keys in
     /// tests/fixtures/dkim.
