@@ -29,16 +29,8 @@ pub(crate) struct Job {
 /// The outcome for a row handed back unsent; `at` moves it later.
 pub(crate) fn released(recipient: &ClaimedRecipient, at: Option<DateTime<Utc>>) -> RecipientOutcome {
     RecipientOutcome {
-        id: recipient.id,
-        kind: OutcomeKind::Released,
-        attempts: recipient.attempts,
         next_attempt_at: at,
-        code: None,
-        enhanced: None,
-        reply: None,
-        reason: None,
-        message_id: None,
-        suppress: false,
+        ..RecipientOutcome::new(recipient.id, OutcomeKind::Released, recipient.attempts)
     }
 }
 

@@ -69,18 +69,7 @@ impl ConnectionWorker {
 
     async fn process(&mut self, job: Job) -> RecipientOutcome {
         let recipient = &job.recipient;
-        let base = RecipientOutcome {
-            id: recipient.id,
-            kind: OutcomeKind::Skipped,
-            attempts: recipient.attempts,
-            next_attempt_at: None,
-            code: None,
-            enhanced: None,
-            reply: None,
-            reason: None,
-            message_id: None,
-            suppress: false,
-        };
+        let base = RecipientOutcome::new(recipient.id, OutcomeKind::Skipped, recipient.attempts);
         if recipient.suppressed {
             return RecipientOutcome {
                 kind: OutcomeKind::Suppressed,

@@ -82,6 +82,24 @@ pub struct RecipientOutcome {
     pub suppress: bool,
 }
 
+impl RecipientOutcome {
+    /// An outcome of `kind` for a claimed row, with no reply, reason or schedule yet.
+    pub fn new(id: RecipientId, kind: OutcomeKind, attempts: i32) -> Self {
+        Self {
+            id,
+            kind,
+            attempts,
+            next_attempt_at: None,
+            code: None,
+            enhanced: None,
+            reply: None,
+            reason: None,
+            message_id: None,
+            suppress: false,
+        }
+    }
+}
+
 fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> ClaimedRecipient {
     ClaimedRecipient {
         id: RecipientId::new(row.get(0)),
