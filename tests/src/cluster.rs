@@ -168,14 +168,6 @@ impl TestCluster {
         SenderHandle::start(self.store.clone(), self.sender_config())
     }
 
-    /// Shards held per live sender, from the AdminService, sorted.
-    pub async fn shards_per_sender(&mut self) -> anyhow::Result<Vec<i32>> {
-        let senders = self.api.admin.list_senders(v1::ListSendersRequest {}).await?.into_inner().senders;
-        let mut shards: Vec<i32> = senders.iter().map(|sender| sender.num_shards).filter(|n| *n > 0).collect();
-        shards.sort_unstable();
-        Ok(shards)
-    }
-
     pub fn start_sender(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.sender.is_none(), "a sender is already running");
         self.sender = Some(SenderHandle::start(self.store.clone(), self.sender_config())?);

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 use sendwerk_proto::v1;
 use sendwerk_smtpd::sink::BehaviourSink;
 use sendwerk_tests::cluster::{row, simple_content};
-use sendwerk_tests::{TestCluster, TestClusterOptions, eventually};
+use sendwerk_tests::{TestCluster, TestClusterOptions};
 
 const FINISH: Duration = Duration::from_secs(90);
 
@@ -55,12 +55,10 @@ async fn pause_stops_new_sends_and_resume_finishes_the_mailing() -> anyhow::Resu
     let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
     cluster.add_recipients(id, rows(1500, 10), 500).await?;
     cluster.schedule_now(id).await?;
-    let sink = std::sync::Arc::clone(&cluster.sink);
-    eventually(Duration::from_secs(30), "some messages to go out", || {
-        let sink = std::sync::Arc::clone(&sink);
-        async move { Ok((sink.num_accepted() >= 100).then_some(())) }
-    })
-    .await?;
+    anyhow::ensure!(
+        cluster.sink.wait_for_messages(100, Duration::from_secs(30)).await,
+        "timed out waiting for some messages to go out"
+    );
     let paused = cluster.api.mailings.pause(v1::MailingRef { mailing_id: id }).await?.into_inner();
     assert_eq!(paused.state, v1::MailingState::Paused as i32);
     // In-flight transactions of the last claim batch may still finish; then nothing more.
@@ -144,12 +142,10 @@ async fn a_sender_crash_mid_run_loses_no_recipient_and_records_possible_duplicat
     let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
     cluster.add_recipients(id, rows(1200, 12), 400).await?;
     cluster.schedule_now(id).await?;
-    let sink = std::sync::Arc::clone(&cluster.sink);
-    eventually(Duration::from_secs(30), "a part of the mailing to go out", || {
-        let sink = std::sync::Arc::clone(&sink);
-        async move { Ok((sink.num_accepted() >= 200).then_some(())) }
-    })
-    .await?;
+    anyhow::ensure!(
+        cluster.sink.wait_for_messages(200, Duration::from_secs(30)).await,
+        "timed out waiting for a part of the mailing to go out"
+    );
     cluster.kill_sender();
     let crashed_at = Instant::now();
     cluster.start_sender()?;
@@ -183,12 +179,10 @@ async fn a_graceful_sender_restart_mid_run_causes_no_duplicates() -> anyhow::Res
     let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
     cluster.add_recipients(id, rows(1000, 10), 500).await?;
     cluster.schedule_now(id).await?;
-    let sink = std::sync::Arc::clone(&cluster.sink);
-    eventually(Duration::from_secs(30), "a part of the mailing to go out", || {
-        let sink = std::sync::Arc::clone(&sink);
-        async move { Ok((sink.num_accepted() >= 150).then_some(())) }
-    })
-    .await?;
+    anyhow::ensure!(
+        cluster.sink.wait_for_messages(150, Duration::from_secs(30)).await,
+        "timed out waiting for a part of the mailing to go out"
+    );
     cluster.stop_sender().await?;
     let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
     assert_eq!(counts.sending, 0, "a graceful stop hands every claimed row back");

@@ -110,12 +110,10 @@ async fn a_paused_domain_gets_no_new_transactions_until_resumed() -> anyhow::Res
     rows.extend((0..20).map(|i| row(&format!("f{i}@free.example"), "", &[])));
     cluster.add_recipients(id, rows, 100).await?;
     cluster.schedule_now(id).await?;
-    let sink = std::sync::Arc::clone(&cluster.sink);
-    eventually(Duration::from_secs(30), "the other domain to be delivered", || {
-        let sink = std::sync::Arc::clone(&sink);
-        async move { Ok((sink.num_accepted() >= 20).then_some(())) }
-    })
-    .await?;
+    anyhow::ensure!(
+        cluster.sink.wait_for_messages(20, Duration::from_secs(30)).await,
+        "timed out waiting for the other domain to be delivered"
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(cluster.sink.num_accepted(), 20, "nothing went to the paused domain");
     let waiting = cluster.mailing(id).await?;

@@ -517,7 +517,6 @@ impl ControlState {
         totals.response.suppressed += summary.suppressed;
         for rejected in summary.rejected {
             let (kind, reason) = match rejected.rejection {
-                Rejection::Invalid(reason) => (v1::RejectionKind::Invalid, reason),
                 Rejection::Duplicate => {
                     (v1::RejectionKind::Duplicate, "address is already a recipient of this mailing".to_owned())
                 }

@@ -43,6 +43,12 @@ pub(crate) struct Claimer {
     pub stats: Arc<SenderStats>,
 }
 
+/// The mailings now sending (with whether each is paced), as last listed.
+struct SendingMailings {
+    mailings: Vec<(MailingId, bool)>,
+    refreshed: Option<Instant>,
+}
+
 /// What one claim round found.
 enum Round {
     /// Nothing due: wait for the poll interval.
@@ -54,6 +60,7 @@ enum Round {
 impl Claimer {
     pub async fn run(self, job_tx: mpsc::Sender<Job>, mut stop_rx: watch::Receiver<bool>) -> Result<(), StoreError> {
         let mut prepared: HashMap<MailingId, Option<Arc<PreparedMailing>>> = HashMap::new();
+        let mut sending = SendingMailings { mailings: Vec::new(), refreshed: None };
         let mut last_settings = Instant::now() - self.config.settings_refresh;
         let mut rotation = 0usize;
         while !*stop_rx.borrow() {
@@ -65,7 +72,7 @@ impl Claimer {
                 last_settings = Instant::now();
             }
             rotation = rotation.wrapping_add(1);
-            let pause = match self.round(&job_tx, &mut prepared, rotation).await {
+            let pause = match self.round(&job_tx, &mut prepared, &mut sending, rotation).await {
                 Ok(Round::Idle) => self.config.poll_interval,
                 Ok(Round::Busy) => Duration::ZERO,
                 Err(error) => {
@@ -93,14 +100,22 @@ impl Claimer {
         &self,
         job_tx: &mpsc::Sender<Job>,
         prepared: &mut HashMap<MailingId, Option<Arc<PreparedMailing>>>,
+        cache: &mut SendingMailings,
         rotation: usize,
     ) -> Result<Round, StoreError> {
-        let activated = self.store.activate_due_mailings().await?;
-        if !activated.is_empty() {
-            info!(mailings = ?activated, "scheduled mailings started");
+        // Starting due mailings and listing the sending ones once per poll interval is enough:
+        // the claim itself checks that a mailing is still sending, so a pause or cancel takes
+        // effect at the next claim regardless.
+        if cache.refreshed.is_none_or(|at| at.elapsed() >= self.config.poll_interval) {
+            let activated = self.store.activate_due_mailings().await?;
+            if !activated.is_empty() {
+                info!(mailings = ?activated, "scheduled mailings started");
+            }
+            cache.mailings = self.store.sending_mailings().await?;
+            cache.refreshed = Some(Instant::now());
+            prepared.retain(|id, _| cache.mailings.iter().any(|(sending_id, _)| sending_id == id));
         }
-        let mut sending = self.store.sending_mailings().await?;
-        prepared.retain(|id, _| sending.iter().any(|(sending_id, _)| sending_id == id));
+        let mut sending = cache.mailings.clone();
         if sending.is_empty() {
             return Ok(Round::Idle);
         }
@@ -158,6 +173,7 @@ impl Claimer {
         let completed = self.store.complete_finished_mailings(&ids).await?;
         if !completed.is_empty() {
             info!(mailings = ?completed, "mailings completed");
+            cache.refreshed = None;
         }
         Ok(Round::Idle)
     }

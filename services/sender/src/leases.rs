@@ -40,10 +40,6 @@ impl Ownership {
     fn is_valid(&self) -> bool {
         self.valid_until.is_some_and(|until| Instant::now() < until)
     }
-
-    pub fn num_held(&self) -> usize {
-        self.tokens.len()
-    }
 }
 
 pub(crate) struct LeaseKeeper {

@@ -25,7 +25,6 @@ pub struct NewRecipient {
 /// Why a row did not become a queued recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rejection {
-    Invalid(String),
     Duplicate,
     Suppressed(String),
 }
@@ -297,9 +296,15 @@ impl Store {
         Ok(rows.iter().map(lookup_from_row).collect())
     }
 
-    /// The mailing's state, for callers that check before streaming work.
+    /// The mailing's state, for callers that check before streaming work (one small query).
     pub async fn mailing_state(&self, tenant: &TenantId, mailing_id: MailingId) -> Result<MailingState, StoreError> {
-        Ok(self.get_mailing(tenant, mailing_id, false).await?.state)
+        let client = self.client().await?;
+        let select = client.prepare_cached(include_str!("../sql/select_mailing_state.sql")).await?;
+        let row = client
+            .query_opt(&select, &[&tenant.as_str(), &mailing_id.get()])
+            .await?
+            .ok_or(StoreError::MailingNotFound(mailing_id))?;
+        parse_mailing_state(row.get(0))
     }
 }
 
