@@ -243,3 +243,118 @@ async fn bounces_and_complaints_come_back_into_recipient_status_and_suppressions
     );
     cluster.shutdown().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_arriving_together_share_transactions_and_each_counts_once() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(TestClusterOptions { bounces: true, ..Default::default() }).await?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    let emails: Vec<String> = (0..40).map(|i| format!("r{i}@b.example")).collect();
+    cluster.add_recipients(id, emails.iter().map(|email| row(email, "", &[])).collect(), 40).await?;
+    cluster.schedule_now(id).await?;
+    cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
+    let messages = cluster.sink.messages();
+    let message_for = |email: &str| messages.iter().find(|m| m.recipients[0] == email).expect("delivered").clone();
+    let listener_port = cluster.bounce_listener.as_ref().expect("listener runs").local_addr().port();
+
+    let mut reports: Vec<(String, Vec<u8>)> = emails
+        .iter()
+        .enumerate()
+        .map(|(index, email)| {
+            let message = message_for(email);
+            // Postgres refuses NUL in text; a report carrying one is still applied.
+            let diagnostic = if index == 7 { "550 5.1.1 no\0such user" } else { "550 5.1.1 user unknown" };
+            (message.reverse_path, dsn(email, &header_block(&message.data), "5.1.1", diagnostic))
+        })
+        .collect();
+    // The same report twice in one burst, and a complaint about a recipient that also bounced.
+    reports.push(reports[0].clone());
+    let complained = message_for("r1@b.example");
+    reports.push((complained.reverse_path.clone(), arf("r1@b.example", &String::from_utf8_lossy(&complained.data))));
+
+    let outcomes = futures::future::join_all(reports.iter().map(|(to, raw)| send_report(listener_port, to, raw))).await;
+    for outcome in &outcomes {
+        assert!(matches!(outcome, sendwerk_core::DeliveryOutcome::Delivered(_)), "{outcome:?}");
+    }
+    // Every report was acknowledged after its commit: no waiting needed.
+    let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
+    assert_eq!((counts.bounced, counts.complained, counts.sent), (39, 1, 0));
+    let recipients = cluster.recipients(id).await?;
+    let r7 = recipients.iter().find(|r| r.email == "r7@b.example").expect("present");
+    assert_eq!(r7.last_reply.clone().unwrap_or_default().text, "550 5.1.1 no\u{fffd}such user");
+
+    let (client, connection) = tokio_postgres::connect(&cluster.database_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT xmin::text), sum(num_applied)::bigint, \
+                    count(*) FILTER (WHERE status = 'applied') FROM inbound_reports",
+            &[],
+        )
+        .await?;
+    let (stored, transactions, applied, applied_reports): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(stored, 41, "40 bounces and the complaint; the duplicate is stored once");
+    assert_eq!(applied_reports, 41);
+    // r1's bounce changes nothing if its complaint was applied first.
+    assert!((40..=41).contains(&applied), "each report changed its recipient at most once: {applied}");
+    assert!(transactions < stored, "{stored} reports arriving together took {transactions} transactions");
+    let events: i64 = client
+        .query_one(
+            "SELECT count(*) FROM delivery_events WHERE mailing_id = $1 AND kind IN ('bounced', 'complained')",
+            &[&id],
+        )
+        .await?
+        .get(0);
+    assert_eq!(events, applied, "one event per change");
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_reads_maildirs_and_mboxes_collected_elsewhere() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(TestClusterOptions { bounces: true, ..Default::default() }).await?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    let emails = ["a@b.example", "b@b.example", "c@b.example", "d@b.example"];
+    cluster.add_recipients(id, emails.iter().map(|email| row(email, "", &[])).collect(), 10).await?;
+    cluster.schedule_now(id).await?;
+    cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
+    let messages = cluster.sink.messages();
+    // Collected elsewhere: no envelope, so the X-Sendwerk-Ref in the returned headers matches them.
+    let report_for = |email: &str| {
+        let message = messages.iter().find(|m| m.recipients[0] == email).expect("delivered");
+        dsn(email, &header_block(&message.data), "5.1.1", "550 5.1.1 user unknown")
+    };
+    let directory = tempfile::tempdir()?;
+    let maildir = directory.path().join("Maildir");
+    for sub in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub))?;
+    }
+    std::fs::write(maildir.join("new/1.eml"), report_for("a@b.example"))?;
+    std::fs::write(maildir.join("cur/2.eml"), report_for("b@b.example"))?;
+    std::fs::write(maildir.join("tmp/3.eml"), report_for("c@b.example"))?;
+    let mut mbox = Vec::new();
+    for report in
+        [report_for("c@b.example"), report_for("a@b.example"), b"Subject: hello\r\n\r\nnot a bounce\r\n".to_vec()]
+    {
+        mbox.extend_from_slice(b"From MAILER-DAEMON Sun Nov 22 12:00:00 2026\n");
+        mbox.extend_from_slice(&report);
+    }
+    std::fs::write(maildir.join("cur/bounces.mbox"), mbox)?;
+
+    let verp = cluster.verp.clone().expect("bounces are on");
+    let processor = sendwerk_bounce::BounceProcessor::new(cluster.store.clone(), verp, 3, 30, 10 * 1024 * 1024);
+    let summary = sendwerk_bounce::ingest_path(&processor, &maildir).await?;
+    // tmp/ holds messages still being written and is skipped; the mbox repeats a's report.
+    assert_eq!(
+        summary,
+        sendwerk_bounce::IngestSummary {
+            num_messages: 5,
+            num_duplicates: 1,
+            num_applied: 3,
+            num_ignored: 0,
+            num_quarantined: 1
+        }
+    );
+    let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
+    assert_eq!((counts.bounced, counts.sent), (3, 1));
+    cluster.shutdown().await
+}

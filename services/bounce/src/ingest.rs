@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use futures::{StreamExt, stream};
 use sendwerk_store::{ReportSource, ReportStatus, StoreError};
 
 use crate::BounceProcessor;
@@ -80,21 +81,38 @@ fn split_mbox(contents: &[u8]) -> Vec<Vec<u8>> {
     messages
 }
 
+/// Reports processed at once, so that they share transactions.
+const CONCURRENT_REPORTS: usize = 64;
+
+/// The messages of one file: an mbox holds many, anything else is one message.
+fn read_messages(file: &Path) -> Result<Vec<Vec<u8>>, IngestError> {
+    let contents = std::fs::read(file).map_err(|source| IngestError::Io { path: file.to_path_buf(), source })?;
+    Ok(if contents.starts_with(b"From ") { split_mbox(&contents) } else { vec![contents] })
+}
+
 /// Ingests every report under `path`.
 pub async fn ingest_path(processor: &BounceProcessor, path: &Path) -> Result<IngestSummary, IngestError> {
     let mut summary = IngestSummary::default();
-    for file in files_under(path)? {
-        let contents = std::fs::read(&file).map_err(|source| IngestError::Io { path: file.clone(), source })?;
-        let messages = if contents.starts_with(b"From ") { split_mbox(&contents) } else { vec![contents] };
-        for message in messages {
-            summary.num_messages += 1;
-            let processed = processor.process(Bytes::from(message), ReportSource::Ingest, None, None).await?;
-            match (processed.report_id, processed.status) {
-                (None, _) => summary.num_duplicates += 1,
-                (Some(_), ReportStatus::Applied) => summary.num_applied += 1,
-                (Some(_), ReportStatus::Quarantined) => summary.num_quarantined += 1,
-                (Some(_), ReportStatus::Ignored | ReportStatus::Received) => summary.num_ignored += 1,
-            }
+    let messages = stream::iter(files_under(path)?).flat_map(|file| {
+        let messages: Vec<Result<Vec<u8>, IngestError>> = match read_messages(&file) {
+            Ok(messages) => messages.into_iter().map(Ok).collect(),
+            Err(failure) => vec![Err(failure)],
+        };
+        stream::iter(messages)
+    });
+    let mut processing = messages
+        .map(|message| async move {
+            Ok::<_, IngestError>(processor.process(Bytes::from(message?), ReportSource::Ingest, None, None).await?)
+        })
+        .buffer_unordered(CONCURRENT_REPORTS);
+    while let Some(processed) = processing.next().await {
+        let processed = processed?;
+        summary.num_messages += 1;
+        match (processed.report_id, processed.status) {
+            (None, _) => summary.num_duplicates += 1,
+            (Some(_), ReportStatus::Applied) => summary.num_applied += 1,
+            (Some(_), ReportStatus::Quarantined) => summary.num_quarantined += 1,
+            (Some(_), ReportStatus::Ignored | ReportStatus::Received) => summary.num_ignored += 1,
         }
     }
     Ok(summary)

@@ -29,5 +29,7 @@ pub use recipients::{
     ExportRow, IngestSummary, NewRecipient, RecipientLookup, RecipientRecord, RecipientVariables, RejectedRecipient,
     Rejection,
 };
-pub use reports::{BounceApplication, ReportRecord, ReportSource, ReportStatus, ReportVerdict, SoftBouncePolicy};
+pub use reports::{
+    BounceApplication, IncomingReport, RecordedReport, ReportRecord, ReportSource, ReportStatus, SoftBouncePolicy,
+};
 pub use suppressions::{SuppressionReason, SuppressionRecord};

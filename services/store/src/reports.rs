@@ -1,7 +1,8 @@
-//! Inbound reports (bounces, complaints, auto-replies): stored raw first, then applied to
-//! recipients and suppressions in one transaction, or kept in quarantine.
+//! Inbound reports (bounces, complaints, auto-replies): stored raw and applied to recipients and
+//! suppressions (or kept in quarantine) in one transaction per batch of reports.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sendwerk_core::RecipientId;
@@ -19,7 +20,7 @@ pub enum ReportSource {
 }
 
 impl ReportSource {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Smtp => "smtp",
             Self::Ingest => "ingest",
@@ -89,14 +90,30 @@ pub struct ReportRecord {
     pub num_bytes: i32,
 }
 
-/// How a report was judged: its status, kind (`delivery-status`, `feedback`, …), why it is
-/// quarantined, and how many records it held.
-#[derive(Debug, Clone, Copy)]
-pub struct ReportVerdict<'a> {
+/// A report ready to be recorded: its raw bytes and envelope, how it was judged, and the
+/// bounce or complaint to apply, if any.
+#[derive(Debug, Clone)]
+pub struct IncomingReport {
+    pub source: ReportSource,
+    pub envelope_from: Option<String>,
+    pub envelope_to: Option<String>,
+    pub raw: bytes::Bytes,
     pub status: ReportStatus,
-    pub kind: &'a str,
-    pub problem: Option<&'a str>,
+    /// `delivery_status`, `feedback`, `auto_reply` or `unknown`.
+    pub kind: &'static str,
+    /// Why the report is quarantined.
+    pub problem: Option<String>,
     pub num_records: i32,
+    pub application: Option<BounceApplication>,
+}
+
+/// What recording one report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordedReport {
+    /// The very same bytes were stored before (or earlier in the same batch): nothing was done.
+    Duplicate,
+    /// Stored under `id`; `num_applied` recipients changed state.
+    Stored { id: i64, num_applied: u64 },
 }
 
 /// Soft-bounce suppression policy.
@@ -107,71 +124,76 @@ pub struct SoftBouncePolicy {
 }
 
 impl Store {
-    /// Stores a report before anything else happens to it. `None` when the very same bytes were
-    /// stored before (a duplicate delivery of the report).
-    #[instrument(skip_all, fields(num_bytes = raw.len()))]
-    pub async fn store_inbound_report(
+    /// Stores a batch of reports raw and applies their bounces and complaints, all in one
+    /// transaction: either every report of the batch is kept with its outcome, or none is (and
+    /// the caller must have the senders retry). Duplicates (by SHA-256 of the raw bytes) are
+    /// stored and applied once. Results are in the order of `reports`.
+    #[instrument(skip_all, fields(num_reports = reports.len()))]
+    pub async fn record_reports(
         &self,
-        source: ReportSource,
-        envelope_from: Option<&str>,
-        envelope_to: Option<&str>,
-        raw: &[u8],
-    ) -> Result<Option<i64>, StoreError> {
-        let digest = Sha256::digest(raw).to_vec();
-        let client = self.client().await?;
-        let insert = client.prepare_cached(include_str!("../sql/insert_inbound_report.sql")).await?;
-        let row = client.query_opt(&insert, &[&source.as_str(), &envelope_from, &envelope_to, &raw, &digest]).await?;
-        Ok(row.map(|row| row.get(0)))
-    }
-
-    /// Applies a report's bounces and complaints and records the report's outcome, in one
-    /// transaction. Returns how many recipients changed (duplicates change nothing).
-    #[instrument(skip_all, fields(report_id, num_applications = applications.len()))]
-    pub async fn apply_report(
-        &self,
-        report_id: i64,
-        applications: &[BounceApplication],
+        reports: &[IncomingReport],
         soft_policy: SoftBouncePolicy,
-        verdict: &ReportVerdict<'_>,
-    ) -> Result<u64, StoreError> {
-        let ReportVerdict { status, kind, problem, num_records } = *verdict;
+    ) -> Result<Vec<RecordedReport>, StoreError> {
+        let digests: Vec<Vec<u8>> = reports.iter().map(|report| Sha256::digest(&report.raw).to_vec()).collect();
+        // Only the first of identical reports in the batch is inserted.
+        let mut seen = HashSet::new();
+        let firsts: Vec<usize> = (0..reports.len()).filter(|&index| seen.insert(digests[index].as_slice())).collect();
+
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
-        let mut num_changed = 0u64;
-        if !applications.is_empty() {
-            let ids: Vec<i64> = applications.iter().map(|a| a.recipient.get()).collect();
-            let states: Vec<&str> =
-                applications.iter().map(|a| if a.complaint { "complained" } else { "bounced" }).collect();
-            let reasons: Vec<&str> = applications.iter().map(|a| a.reason.as_str()).collect();
-            let statuses: Vec<Option<&str>> = applications.iter().map(|a| a.status.as_deref()).collect();
-            let codes: Vec<Option<i32>> = applications.iter().map(|a| a.reply_code).collect();
-            let diagnostics: Vec<Option<&str>> = applications.iter().map(|a| a.diagnostic.as_deref()).collect();
-            let suppress: Vec<bool> = applications.iter().map(|a| a.complaint || a.hard).collect();
-            let apply = transaction.prepare_cached(include_str!("../sql/apply_bounces.sql")).await?;
-            let changed = transaction
-                .query(&apply, &[&ids, &states, &reasons, &statuses, &codes, &diagnostics, &suppress])
-                .await?;
-            num_changed = changed.len() as u64;
-            let soft: HashSet<i64> =
-                applications.iter().filter(|a| !a.complaint && !a.hard).map(|a| a.recipient.get()).collect();
-            let record_soft = transaction.prepare_cached(include_str!("../sql/record_soft_bounce.sql")).await?;
-            for row in &changed {
-                let id: i64 = row.get(0);
-                if soft.contains(&id) {
-                    let (tenant, email): (&str, &str) = (row.get(1), row.get(2));
-                    transaction
-                        .query(&record_soft, &[&tenant, &email, &soft_policy.limit, &soft_policy.window_days])
-                        .await?;
+        let insert = transaction.prepare_cached(include_str!("../sql/insert_inbound_reports.sql")).await?;
+        let column = |f: &dyn Fn(&IncomingReport) -> Option<&str>| -> Vec<Option<Cow<'_, str>>> {
+            firsts.iter().map(|&index| f(&reports[index]).map(postgres_text)).collect()
+        };
+        let sources = column(&|report| Some(report.source.as_str()));
+        let froms = column(&|report| report.envelope_from.as_deref());
+        let tos = column(&|report| report.envelope_to.as_deref());
+        let statuses = column(&|report| Some(report.status.as_str()));
+        let kinds = column(&|report| Some(report.kind));
+        let problems = column(&|report| report.problem.as_deref());
+        let raws: Vec<&[u8]> = firsts.iter().map(|&index| reports[index].raw.as_ref()).collect();
+        let hashes: Vec<&[u8]> = firsts.iter().map(|&index| digests[index].as_slice()).collect();
+        let num_records: Vec<i32> = firsts.iter().map(|&index| reports[index].num_records).collect();
+        let inserted = transaction
+            .query(&insert, &[&sources, &froms, &tos, &raws, &hashes, &statuses, &kinds, &problems, &num_records])
+            .await?;
+
+        let mut results = vec![RecordedReport::Duplicate; reports.len()];
+        let id_by_digest: HashMap<Vec<u8>, i64> = inserted.iter().map(|row| (row.get(1), row.get(0))).collect();
+        for &index in &firsts {
+            if let Some(&id) = id_by_digest.get(&digests[index]) {
+                results[index] = RecordedReport::Stored { id, num_applied: 0 };
+            }
+        }
+        // The applications of newly stored reports, in waves in which each recipient appears
+        // once (a bounce and a later complaint for one recipient in one batch both count).
+        let mut pending: Vec<(usize, &BounceApplication)> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, result)| matches!(result, RecordedReport::Stored { .. }))
+            .filter_map(|(index, _)| reports[index].application.as_ref().map(|application| (index, application)))
+            .collect();
+        let mut applied: Vec<(i64, i32)> = Vec::new();
+        while !pending.is_empty() {
+            let mut in_wave = HashSet::new();
+            let (wave, rest): (Vec<_>, Vec<_>) =
+                pending.into_iter().partition(|(_, application)| in_wave.insert(application.recipient));
+            pending = rest;
+            let changed = apply_bounces(&transaction, &wave, soft_policy).await?;
+            for (index, _) in wave.iter().filter(|(_, application)| changed.contains(&application.recipient.get())) {
+                if let RecordedReport::Stored { id, num_applied } = &mut results[*index] {
+                    *num_applied += 1;
+                    applied.push((*id, 1));
                 }
             }
         }
-        let finish = transaction.prepare_cached(include_str!("../sql/finish_inbound_report.sql")).await?;
-        let num_applied = i32::try_from(num_changed).unwrap_or(i32::MAX);
-        transaction
-            .execute(&finish, &[&report_id, &status.as_str(), &kind, &problem, &num_records, &num_applied])
-            .await?;
+        if !applied.is_empty() {
+            let (ids, counts): (Vec<i64>, Vec<i32>) = applied.into_iter().unzip();
+            let count_applied = transaction.prepare_cached(include_str!("../sql/count_applied_reports.sql")).await?;
+            transaction.execute(&count_applied, &[&ids, &counts]).await?;
+        }
         transaction.commit().await?;
-        Ok(num_changed)
+        Ok(results)
     }
 
     /// Reports newest first, below `before_id`, optionally only those in `status`.
@@ -210,4 +232,43 @@ impl Store {
         let select = client.prepare_cached(include_str!("../sql/select_report_raw.sql")).await?;
         Ok(client.query_opt(&select, &[&id]).await?.map(|row| row.get(0)))
     }
+}
+
+/// Moves the recipients of `wave` (each recipient at most once) to bounced/complained, with an
+/// event and a suppression where due, and counts soft bounces. Returns the recipients changed.
+async fn apply_bounces(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    wave: &[(usize, &BounceApplication)],
+    soft_policy: SoftBouncePolicy,
+) -> Result<HashSet<i64>, StoreError> {
+    let applications = || wave.iter().map(|(_, application)| *application);
+    let ids: Vec<i64> = applications().map(|a| a.recipient.get()).collect();
+    let states: Vec<&str> = applications().map(|a| if a.complaint { "complained" } else { "bounced" }).collect();
+    let reasons: Vec<&str> = applications().map(|a| a.reason.as_str()).collect();
+    let statuses: Vec<Option<&str>> = applications().map(|a| a.status.as_deref()).collect();
+    let codes: Vec<Option<i32>> = applications().map(|a| a.reply_code).collect();
+    let diagnostics: Vec<Option<Cow<'_, str>>> =
+        applications().map(|a| a.diagnostic.as_deref().map(postgres_text)).collect();
+    let suppress: Vec<bool> = applications().map(|a| a.complaint || a.hard).collect();
+    let apply = transaction.prepare_cached(include_str!("../sql/apply_bounces.sql")).await?;
+    let changed =
+        transaction.query(&apply, &[&ids, &states, &reasons, &statuses, &codes, &diagnostics, &suppress]).await?;
+    let soft: HashSet<i64> = applications().filter(|a| !a.complaint && !a.hard).map(|a| a.recipient.get()).collect();
+    let record_soft = transaction.prepare_cached(include_str!("../sql/record_soft_bounce.sql")).await?;
+    let mut changed_ids = HashSet::with_capacity(changed.len());
+    for row in &changed {
+        let id: i64 = row.get(0);
+        changed_ids.insert(id);
+        if soft.contains(&id) {
+            let (tenant, email): (&str, &str) = (row.get(1), row.get(2));
+            transaction.query(&record_soft, &[&tenant, &email, &soft_policy.limit, &soft_policy.window_days]).await?;
+        }
+    }
+    Ok(changed_ids)
+}
+
+/// Text as Postgres can store it: it refuses NUL characters, which reports from the open
+/// internet may carry. They become U+FFFD.
+fn postgres_text(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') { Cow::Owned(text.replace('\0', "\u{fffd}")) } else { Cow::Borrowed(text) }
 }

@@ -1,1 +1,0 @@
-SELECT max_per_hour FROM mailings WHERE id = $1
