@@ -262,6 +262,12 @@ async fn main() -> anyhow::Result<()> {
         .create_mailing(v1::CreateMailingRequest { content: Some(content(options.body_bytes)) })
         .await?
         .into_inner();
+    let control_pid = control.id().context("the control process exited")?;
+    let ingest_cpu_before = (
+        procstat::process_cpu(control_pid),
+        postgres_pid.map(procstat::process_tree_cpu).unwrap_or_default(),
+        procstat::process_cpu(std::process::id()),
+    );
     let ingest_started = Instant::now();
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(16);
     let total = options.recipients;
@@ -280,6 +286,14 @@ async fn main() -> anyhow::Result<()> {
     let added = api.mailings.add_recipients(tokio_stream::wrappers::ReceiverStream::new(batch_rx)).await?.into_inner();
     generator.await?;
     let ingest_seconds = ingest_started.elapsed().as_secs_f64();
+    let per_row = |after: Duration, before: Duration| {
+        (after.saturating_sub(before).as_secs_f64() * 1e7 / total.max(1) as f64).round() / 10.0
+    };
+    let ingest_cpu_us_per_row = serde_json::json!({
+        "control": per_row(procstat::process_cpu(control_pid), ingest_cpu_before.0),
+        "postgres": per_row(postgres_pid.map(procstat::process_tree_cpu).unwrap_or_default(), ingest_cpu_before.1),
+        "client": per_row(procstat::process_cpu(std::process::id()), ingest_cpu_before.2),
+    });
     anyhow::ensure!(added.accepted as u64 == total, "only {} of {total} recipients accepted", added.accepted);
     eprintln!("ingested {total} recipients in {ingest_seconds:.2} s ({:.0}/s)", total as f64 / ingest_seconds);
 
@@ -435,6 +449,7 @@ async fn main() -> anyhow::Result<()> {
         "completed": completed,
         "sent": counts.sent,
         "ingest_per_sec": (total as f64 / ingest_seconds).round(),
+        "ingest_cpu_us_per_row": ingest_cpu_us_per_row,
         "delivered_per_sec": (counts.sent as f64 / delivery_seconds.max(1e-3)).round(),
         "delivery_seconds": (delivery_seconds * 1000.0).round() / 1000.0,
         "cpu_us_per_msg": (per_msg(sender_cpu + postgres_cpu + sink_cpu) * 10.0).round() / 10.0,

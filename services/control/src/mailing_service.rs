@@ -1,3 +1,4 @@
+use std::collections::{HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -20,6 +21,9 @@ use crate::validate;
 /// Rows per `COPY` chunk during `AddRecipients`: large enough for throughput, small enough
 /// that memory stays flat and a broken stream loses at most one uncommitted chunk.
 const INGEST_CHUNK_ROWS: usize = 5_000;
+/// Chunks written at once, each in its own transaction on its own connection. Two keep Postgres
+/// busy while the next chunk is read and validated.
+const INGEST_CHUNKS_IN_FLIGHT: usize = 2;
 const MAX_REJECTED_ROWS_LISTED: usize = 10_000;
 const MAX_EXTERNAL_ID_CHARS: usize = 256;
 const MAX_VARIABLES_BYTES: usize = 64 * 1024;
@@ -198,7 +202,7 @@ impl MailingService for ControlState {
         let mut totals = IngestTotals { response: v1::AddRecipientsResponse::default() };
         let mut target: Option<MailingId> = None;
         let mut chunk: Vec<NewRecipient> = Vec::with_capacity(INGEST_CHUNK_ROWS);
-        let mut in_flight = None;
+        let mut in_flight = VecDeque::with_capacity(INGEST_CHUNKS_IN_FLIGHT);
         let mut next_index = 0i64;
         while let Some(message) = stream.message().await? {
             let id = match target {
@@ -242,7 +246,9 @@ impl MailingService for ControlState {
         }
         if let Some(id) = target {
             self.flush_chunk(id, &mut chunk, &mut in_flight, &mut totals).await?;
-            self.finish_in_flight(&mut in_flight, &mut totals).await?;
+            while !in_flight.is_empty() {
+                self.finish_oldest_chunk(&mut in_flight, &mut totals).await?;
+            }
         }
         let mut response = totals.response;
         response.rejected.sort_by_key(|row| row.index);
@@ -486,46 +492,69 @@ impl MailingService for ControlState {
 
 impl ControlState {
     /// Writes the gathered chunk in a task of its own, so the next chunk is read and validated
-    /// while this one is copied into Postgres; first waits for the chunk before it, so chunks
-    /// commit in stream order (a duplicate is always the later row).
+    /// while up to [`INGEST_CHUNKS_IN_FLIGHT`] chunks are copied into Postgres at once. Chunks in
+    /// flight together hold no address in common: a row whose address is in an earlier chunk
+    /// still in flight is a duplicate here, so the earlier row always wins (as it does against
+    /// committed chunks) and concurrent chunks never wait on each other's rows.
     async fn flush_chunk(
         &self,
         id: MailingId,
         chunk: &mut Vec<NewRecipient>,
-        in_flight: &mut Option<tokio::task::JoinHandle<Result<IngestSummary, StoreError>>>,
+        in_flight: &mut VecDeque<ChunkInFlight>,
         totals: &mut IngestTotals,
     ) -> Result<(), ControlError> {
-        self.finish_in_flight(in_flight, totals).await?;
+        while in_flight.len() >= INGEST_CHUNKS_IN_FLIGHT {
+            self.finish_oldest_chunk(in_flight, totals).await?;
+        }
         if chunk.is_empty() {
             return Ok(());
         }
-        let rows = std::mem::replace(chunk, Vec::with_capacity(INGEST_CHUNK_ROWS));
+        let mut rows = std::mem::replace(chunk, Vec::with_capacity(INGEST_CHUNK_ROWS));
+        let mut keys = HashSet::with_capacity(rows.len());
+        rows.retain(|row| {
+            let key = row.email.as_str().to_lowercase();
+            if in_flight.iter().any(|earlier| earlier.keys.contains(&key)) {
+                totals.response.duplicates += 1;
+                totals.reject(row.index, row.email.to_string(), v1::RejectionKind::Duplicate, DUPLICATE_REASON.into());
+                return false;
+            }
+            keys.insert(key);
+            true
+        });
         let (store, tenant) = (self.store.clone(), self.tenant.clone());
-        *in_flight = Some(tokio::spawn(async move { store.add_recipients(&tenant, id, &rows).await }));
+        let task = tokio::spawn(async move { store.add_recipients(&tenant, id, &rows).await });
+        in_flight.push_back(ChunkInFlight { task, keys });
         Ok(())
     }
 
-    async fn finish_in_flight(
+    async fn finish_oldest_chunk(
         &self,
-        in_flight: &mut Option<tokio::task::JoinHandle<Result<IngestSummary, StoreError>>>,
+        in_flight: &mut VecDeque<ChunkInFlight>,
         totals: &mut IngestTotals,
     ) -> Result<(), ControlError> {
-        let Some(task) = in_flight.take() else { return Ok(()) };
-        let summary = task.await.map_err(|error| ControlError::Internal(format!("ingest task failed: {error}")))??;
+        let Some(chunk) = in_flight.pop_front() else { return Ok(()) };
+        let summary =
+            chunk.task.await.map_err(|error| ControlError::Internal(format!("ingest task failed: {error}")))??;
         totals.response.accepted += summary.accepted;
         totals.response.duplicates += summary.duplicates;
         totals.response.suppressed += summary.suppressed;
         for rejected in summary.rejected {
             let (kind, reason) = match rejected.rejection {
-                Rejection::Duplicate => {
-                    (v1::RejectionKind::Duplicate, "address is already a recipient of this mailing".to_owned())
-                }
+                Rejection::Duplicate => (v1::RejectionKind::Duplicate, DUPLICATE_REASON.to_owned()),
                 Rejection::Suppressed(reason) => (v1::RejectionKind::Suppressed, reason),
             };
             totals.reject(rejected.index, rejected.email, kind, reason);
         }
         Ok(())
     }
+}
+
+const DUPLICATE_REASON: &str = "address is already a recipient of this mailing";
+
+/// A chunk of `AddRecipients` being written, and the addresses (lowercased) it holds.
+struct ChunkInFlight {
+    task: tokio::task::JoinHandle<Result<IngestSummary, StoreError>>,
+    keys: HashSet<String>,
 }
 
 fn is_final(mailing: &v1::Mailing) -> bool {
