@@ -51,6 +51,15 @@ async fn malformed_mailings_are_rejected_naming_the_field() -> anyhow::Result<()
         &["Bcc"],
     );
 
+    // Postgres cannot store NUL: the field that holds one is named, nothing fails later.
+    let mut nul_body = simple_content("Hi", "Hello");
+    nul_body.text_template = "Hello\0there".into();
+    assert_status(
+        cluster.api.mailings.create_mailing(v1::CreateMailingRequest { content: Some(nul_body) }).await,
+        Code::InvalidArgument,
+        &["content.text_template", "NUL"],
+    );
+
     let mut too_large = simple_content("Hi", "Hello");
     too_large.attachments = vec![v1::Attachment {
         filename: "big.bin".into(),
@@ -239,5 +248,29 @@ async fn a_large_stream_reports_bad_rows_by_index_across_chunks_and_keeps_going(
     assert_eq!(duplicate_indices, (6000..6100).collect::<Vec<i64>>(), "the later row is the duplicate");
     assert!(added.rejected.windows(2).all(|pair| pair[0].index < pair[1].index), "rejected rows in stream order");
     assert_eq!(cluster.mailing(id).await?.counts.unwrap_or_default().queued, 12_000 - 12 - 100);
+    cluster.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_holding_nul_characters_are_rejected_by_field_and_the_rest_are_added() -> anyhow::Result<()> {
+    let mut cluster = idle_cluster().await?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    let rows = vec![
+        row("ok@nul.example", "", &[("first_name", "Ann")]),
+        row("bad-id@nul.example", "crm\01", &[]),
+        row("bad-var@nul.example", "", &[("first_name", "A\0nn")]),
+        row("also-ok@nul.example", "crm-2", &[]),
+    ];
+    let added = cluster.add_recipients(id, rows, 10).await?;
+    assert_eq!((added.accepted, added.invalid), (2, 2));
+    let reasons: Vec<(i64, String)> = added.rejected.iter().map(|r| (r.index, r.reason.clone())).collect();
+    assert_eq!(
+        reasons,
+        vec![
+            (1, "external_id: must not contain NUL characters".to_owned()),
+            (2, "variables.first_name: must not contain NUL characters".to_owned()),
+        ]
+    );
+    assert_eq!(cluster.mailing(id).await?.counts.unwrap_or_default().queued, 2);
     cluster.shutdown().await
 }

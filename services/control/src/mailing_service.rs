@@ -143,12 +143,29 @@ fn validate_row(index: i64, row: v1::RecipientRow) -> Result<NewRecipient, (Stri
     if row.external_id.chars().count() > MAX_EXTERNAL_ID_CHARS {
         return Err((row.email, format!("external_id: longer than {MAX_EXTERNAL_ID_CHARS} characters")));
     }
+    if row.external_id.contains('\0') {
+        return Err((row.email, "external_id: must not contain NUL characters".into()));
+    }
     let variables = row.variables.map(struct_to_json).unwrap_or_default();
+    if let Some(name) = variables.iter().find_map(|(name, value)| holds_nul(name, value).then_some(name)) {
+        return Err((row.email, format!("variables.{name}: must not contain NUL characters")));
+    }
     let size = serde_json::to_vec(&variables).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
     if size > MAX_VARIABLES_BYTES {
         return Err((row.email, format!("variables: {size} bytes, more than {MAX_VARIABLES_BYTES}")));
     }
     Ok(NewRecipient { index, email, external_id: row.external_id, variables })
+}
+
+/// Whether a variable's name or anything in its value contains NUL, which Postgres cannot store.
+fn holds_nul(name: &str, value: &serde_json::Value) -> bool {
+    name.contains('\0')
+        || match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(|item| holds_nul("", item)),
+            serde_json::Value::Object(fields) => fields.iter().any(|(key, item)| holds_nul(key, item)),
+            serde_json::Value::Null | serde_json::Value::Bool(_) | serde_json::Value::Number(_) => false,
+        }
 }
 
 struct IngestTotals {

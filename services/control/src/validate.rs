@@ -22,6 +22,14 @@ fn check_display_name(field: &str, name: &str) -> Result<(), ControlError> {
     Ok(())
 }
 
+/// Postgres cannot store NUL in text; say which field holds one rather than fail on the insert.
+fn check_no_nul(field: &str, text: &str) -> Result<(), ControlError> {
+    if text.contains('\0') {
+        return Err(ControlError::invalid(field, "must not contain NUL characters"));
+    }
+    Ok(())
+}
+
 fn check_address(field: &str, email: &str) -> Result<EmailAddress, ControlError> {
     EmailAddress::parse(email)
         .map_err(|error| ControlError::invalid(field, format!("{email:?} is not a valid address: {error}")))
@@ -60,6 +68,25 @@ pub fn mailing_content(
                 "{total_attachment_bytes} bytes of attachments exceed the message size limit of {max_message_bytes} bytes"
             ),
         ));
+    }
+    for (field, text) in [
+        ("content.subject_template", &content.subject_template),
+        ("content.html_template", &content.html_template),
+        ("content.text_template", &content.text_template),
+    ] {
+        check_no_nul(field, text)?;
+    }
+    for tag in &content.tags {
+        check_no_nul("content.tags", tag)?;
+    }
+    for header in &content.headers {
+        check_no_nul("content.headers", &header.name)?;
+        check_no_nul("content.headers", &header.value)?;
+    }
+    for attachment in &content.attachments {
+        check_no_nul("content.attachments.filename", &attachment.filename)?;
+        check_no_nul("content.attachments.content_type", &attachment.content_type)?;
+        check_no_nul("content.attachments.content_id", &attachment.content_id)?;
     }
     let stored = MailingContent {
         name: content.name,
