@@ -1,7 +1,7 @@
-//! Per-message cost of render + build + sign on a realistic newsletter. Ignored by default;
-//! meaningful only in release mode:
+//! Benchmark: per-message cost of render + build + sign on a realistic newsletter. Meaningful
+//! only in release mode:
 //!
-//! `cargo test --release -p sendwerk-mail --test render_build_sign_timing -- --ignored --nocapture`
+//! `cargo run --release -p sendwerk-mail --example sign_bench`
 
 use std::time::{Duration, Instant};
 
@@ -40,9 +40,7 @@ fn per_message(total: Duration) -> String {
     format!("{:>8.1} µs", total.as_secs_f64() * 1e6 / f64::from(NUM_MESSAGES))
 }
 
-#[test]
-#[ignore = "timing; run in release with --ignored --nocapture"]
-fn render_build_and_sign_cost_per_message() {
+fn main() {
     let product = "<tr><td><img src=\"https://cdn.shop.example/p/{{ loop.index }}.jpg\"></td>\
         <td>{{ item.name }}</td><td>{{ item.price }} €</td></tr>\n";
     let html = format!(
