@@ -232,37 +232,50 @@ impl BounceProcessor {
 async fn record_batches(store: Store, soft_policy: SoftBouncePolicy, mut queue: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
-        let reports: Vec<IncomingReport> = jobs.iter().map(|job| job.report.clone()).collect();
+        let (mut reports, mut replies): (Vec<IncomingReport>, Vec<_>) =
+            jobs.drain(..).map(|job| (job.report, job.reply)).unzip();
         match store.record_reports(&reports, soft_policy).await {
             Ok(results) => {
-                for (job, result) in jobs.drain(..).zip(results) {
-                    let _ = job.reply.send(Ok(result));
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(failure) if reports.len() == 1 => {
+                if let (Some(report), Some(reply)) = (reports.pop(), replies.pop()) {
+                    let _ = reply.send(quarantine_unrecordable(&store, report, failure, soft_policy).await);
                 }
             }
             Err(failure) => {
-                if jobs.len() > 1 {
-                    warn!(error = %failure, num_reports = jobs.len(), "recording a batch of reports failed; recording them one by one");
-                }
-                for job in jobs.drain(..) {
-                    let _ = job.reply.send(record_alone(&store, job.report, soft_policy).await);
+                warn!(error = %failure, num_reports = reports.len(), "recording a batch of reports failed; recording them one by one");
+                for (report, reply) in reports.into_iter().zip(replies) {
+                    let _ = reply.send(record_alone(&store, report, soft_policy).await);
                 }
             }
         }
     }
 }
 
-/// Records one report. If applying it fails for a reason of its own (say, text the database
-/// refuses), it is kept in quarantine with that reason instead; only if that fails too (the
-/// database is unreachable) is the error returned.
+/// Records one report, or keeps it quarantined if recording it fails.
 async fn record_alone(
     store: &Store,
     report: IncomingReport,
     soft_policy: SoftBouncePolicy,
 ) -> Result<RecordedReport, StoreError> {
-    let failure = match store.record_reports(std::slice::from_ref(&report), soft_policy).await {
-        Ok(results) => return Ok(results[0]),
-        Err(failure) => failure,
-    };
+    match store.record_reports(std::slice::from_ref(&report), soft_policy).await {
+        Ok(results) => Ok(results[0]),
+        Err(failure) => quarantine_unrecordable(store, report, failure, soft_policy).await,
+    }
+}
+
+/// A report whose recording failed with `failure` for a reason of its own (say, text the
+/// database refuses) is kept in quarantine with that reason instead; only if that fails too
+/// (the database is unreachable) is `failure` returned.
+async fn quarantine_unrecordable(
+    store: &Store,
+    report: IncomingReport,
+    failure: StoreError,
+    soft_policy: SoftBouncePolicy,
+) -> Result<RecordedReport, StoreError> {
     let problem = format!("recording the report failed: {}", error_chain(&failure));
     warn!(problem, "report quarantined");
     let quarantined =

@@ -1,5 +1,3 @@
--- Adds to each report the number of recipients it changed.
-UPDATE inbound_reports r
-SET num_applied = r.num_applied + a.n
-FROM (SELECT id, sum(n)::int AS n FROM unnest($1::bigint[], $2::int[]) AS a(id, n) GROUP BY id) a
-WHERE r.id = a.id
+-- Marks the reports that changed their recipient (a report carries one recipient's bounce or
+-- complaint, so it changes one recipient at most).
+UPDATE inbound_reports SET num_applied = 1 WHERE id = ANY($1::bigint[])

@@ -173,7 +173,7 @@ impl Store {
             .filter(|(_, result)| matches!(result, RecordedReport::Stored { .. }))
             .filter_map(|(index, _)| reports[index].application.as_ref().map(|application| (index, application)))
             .collect();
-        let mut applied: Vec<(i64, i32)> = Vec::new();
+        let mut applied: Vec<i64> = Vec::new();
         while !pending.is_empty() {
             let mut in_wave = HashSet::new();
             let (wave, rest): (Vec<_>, Vec<_>) =
@@ -182,15 +182,14 @@ impl Store {
             let changed = apply_bounces(&transaction, &wave, soft_policy).await?;
             for (index, _) in wave.iter().filter(|(_, application)| changed.contains(&application.recipient.get())) {
                 if let RecordedReport::Stored { id, num_applied } = &mut results[*index] {
-                    *num_applied += 1;
-                    applied.push((*id, 1));
+                    *num_applied = 1;
+                    applied.push(*id);
                 }
             }
         }
         if !applied.is_empty() {
-            let (ids, counts): (Vec<i64>, Vec<i32>) = applied.into_iter().unzip();
             let count_applied = transaction.prepare_cached(include_str!("../sql/count_applied_reports.sql")).await?;
-            transaction.execute(&count_applied, &[&ids, &counts]).await?;
+            transaction.execute(&count_applied, &[&applied]).await?;
         }
         transaction.commit().await?;
         Ok(results)
