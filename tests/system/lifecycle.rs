@@ -16,6 +16,26 @@ fn slow_sink() -> BehaviourSink {
     BehaviourSink::new().with_data_latency(Duration::from_millis(4))
 }
 
+/// A cluster with a slow sink and two connections, sending a mailing of `num_rows` recipients
+/// over `num_domains` domains, returned once `started` messages have reached the sink.
+async fn mailing_under_way(
+    options: TestClusterOptions,
+    num_rows: usize,
+    num_domains: usize,
+    started: u64,
+) -> anyhow::Result<(TestCluster, i64)> {
+    let mut cluster =
+        TestCluster::start_with(TestClusterOptions { sink: slow_sink, num_connections: 2, ..options }).await?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    cluster.add_recipients(id, rows(num_rows, num_domains), 500).await?;
+    cluster.schedule_now(id).await?;
+    anyhow::ensure!(
+        cluster.sink.wait_for_messages(started, Duration::from_secs(30)).await,
+        "timed out waiting for {started} messages to go out"
+    );
+    Ok((cluster, id))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_mailing_does_not_start_before_its_time() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start().await?;
@@ -45,20 +65,8 @@ async fn a_scheduled_mailing_does_not_start_before_its_time() -> anyhow::Result<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_stops_new_sends_and_resume_finishes_the_mailing() -> anyhow::Result<()> {
-    let mut cluster = TestCluster::start_with(TestClusterOptions {
-        sink: slow_sink,
-        num_connections: 2,
-        claim_batch_size: 16,
-        ..Default::default()
-    })
-    .await?;
-    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
-    cluster.add_recipients(id, rows(1500, 10), 500).await?;
-    cluster.schedule_now(id).await?;
-    anyhow::ensure!(
-        cluster.sink.wait_for_messages(100, Duration::from_secs(30)).await,
-        "timed out waiting for some messages to go out"
-    );
+    let (mut cluster, id) =
+        mailing_under_way(TestClusterOptions { claim_batch_size: 16, ..Default::default() }, 1500, 10, 100).await?;
     let paused = cluster.api.mailings.pause(v1::MailingRef { mailing_id: id }).await?.into_inner();
     assert_eq!(paused.state, v1::MailingState::Paused as i32);
     // In-flight transactions of the last claim batch may still finish; then nothing more.
@@ -131,21 +139,8 @@ fn deliveries_per_address(cluster: &TestCluster) -> HashMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_crash_mid_run_loses_no_recipient_and_records_possible_duplicates() -> anyhow::Result<()> {
-    let mut cluster = TestCluster::start_with(TestClusterOptions {
-        sink: slow_sink,
-        num_connections: 2,
-        claim_batch_size: 32,
-        lease: Duration::from_secs(2),
-        ..Default::default()
-    })
-    .await?;
-    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
-    cluster.add_recipients(id, rows(1200, 12), 400).await?;
-    cluster.schedule_now(id).await?;
-    anyhow::ensure!(
-        cluster.sink.wait_for_messages(200, Duration::from_secs(30)).await,
-        "timed out waiting for a part of the mailing to go out"
-    );
+    let options = TestClusterOptions { claim_batch_size: 32, lease: Duration::from_secs(2), ..Default::default() };
+    let (mut cluster, id) = mailing_under_way(options, 1200, 12, 200).await?;
     cluster.kill_sender();
     let crashed_at = Instant::now();
     cluster.start_sender()?;
@@ -169,20 +164,8 @@ async fn a_sender_crash_mid_run_loses_no_recipient_and_records_possible_duplicat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_sender_restart_mid_run_causes_no_duplicates() -> anyhow::Result<()> {
-    let mut cluster = TestCluster::start_with(TestClusterOptions {
-        sink: slow_sink,
-        num_connections: 2,
-        claim_batch_size: 32,
-        ..Default::default()
-    })
-    .await?;
-    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
-    cluster.add_recipients(id, rows(1000, 10), 500).await?;
-    cluster.schedule_now(id).await?;
-    anyhow::ensure!(
-        cluster.sink.wait_for_messages(150, Duration::from_secs(30)).await,
-        "timed out waiting for a part of the mailing to go out"
-    );
+    let (mut cluster, id) =
+        mailing_under_way(TestClusterOptions { claim_batch_size: 32, ..Default::default() }, 1000, 10, 150).await?;
     cluster.stop_sender().await?;
     let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
     assert_eq!(counts.sending, 0, "a graceful stop hands every claimed row back");
