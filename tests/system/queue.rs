@@ -6,9 +6,9 @@ use sendwerk_tests::{TestCluster, TestClusterOptions};
 
 /// With default planner costs the claim walked the primary key on a draining queue and ran
 /// 15x slower (measured); the embedded cluster sets SSD-like costs and the claim must use the
-/// partial queue index.
+/// partial index of waiting queue rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_claim_uses_the_partial_queue_index_on_a_draining_queue() -> anyhow::Result<()> {
+async fn the_claim_uses_the_waiting_rows_index_on_a_draining_queue() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start_with(TestClusterOptions { start_sender: false, ..Default::default() }).await?;
     let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
     let rows: Vec<_> = (0..20_000).map(|i| row(&format!("q{i}@d{}.example", i % 50), "", &[])).collect();
@@ -18,21 +18,21 @@ async fn the_claim_uses_the_partial_queue_index_on_a_draining_queue() -> anyhow:
     // Most of the campaign is done; a few hundred rows still wait.
     client
         .batch_execute(&format!(
-            "UPDATE recipients SET state = 'sent' WHERE mailing_id = {id} AND id % 50 <> 0; ANALYZE recipients;"
+            "UPDATE recipients SET state = 'sent' WHERE mailing_id = {id} AND id % 50 <> 0;
+             DELETE FROM queue WHERE mailing_id = {id} AND recipient_id % 50 <> 0;
+             ANALYZE recipients; ANALYZE queue;"
         ))
         .await?;
     let plan = cluster.store.explain_claim(MailingId::new(id)).await?;
-    // The due rows are found through the queue index; the primary key only serves the
-    // `UPDATE … FROM due` join by id.
+    // The due rows are found through the index of waiting rows; the primary keys only serve
+    // the `UPDATE … FROM due` join and the recipient lookup by id.
     assert!(
-        plan.contains("Index Scan using recipients_queue on recipients r_1"),
-        "the claim must use the partial queue index:\n{plan}"
+        plan.contains("Index Scan using queue_due on queue q "),
+        "the claim must use the partial index of waiting rows:\n{plan}"
     );
+    assert!(!plan.contains("Seq Scan on queue"), "no sequential scan of the queue:\n{plan}");
     assert!(!plan.contains("Seq Scan on recipients"), "no sequential scan of recipients:\n{plan}");
-    assert!(
-        !plan.contains("using recipients_pkey on recipients r_1"),
-        "the claim must not walk the primary key:\n{plan}"
-    );
+    assert!(!plan.contains("using queue_pkey on queue q "), "the claim must not walk the primary key:\n{plan}");
     cluster.shutdown().await
 }
 
@@ -67,5 +67,95 @@ async fn per_state_counts_follow_every_transition() -> anyhow::Result<()> {
         };
         assert_eq!(counted, n, "counter for {state}");
     }
+    cluster.shutdown().await
+}
+
+/// Rows a sender holds show as `sending` (counts, listing) although only their queue row was
+/// written; a cancel ends the waiting rows at once and the held ones with their outcome; a
+/// sender without the shard lease writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_rows_show_as_sending_and_end_cancelled_after_a_cancel() -> anyhow::Result<()> {
+    use sendwerk_proto::v1;
+    use sendwerk_store::{ClaimRequest, OutcomeKind, RecipientOutcome};
+
+    let mut cluster = TestCluster::start_with(TestClusterOptions { start_sender: false, ..Default::default() }).await?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    let rows: Vec<_> = (0..10).map(|i| row(&format!("h{i}@held.example"), "", &[])).collect();
+    cluster.add_recipients(id, rows, 10).await?;
+    cluster.schedule_now(id).await?;
+    assert_eq!(cluster.store.activate_due_mailings().await?, vec![MailingId::new(id)]);
+
+    let owner = uuid::Uuid::new_v4();
+    cluster.store.heartbeat_worker(owner, "test").await?;
+    let held = cluster.store.acquire_shard_leases(owner, Duration::from_secs(60), 256).await?;
+    let shards: Vec<i16> = held.iter().map(|lease| lease.shard).collect();
+    let claimed = cluster
+        .store
+        .claim_due_recipients(&ClaimRequest {
+            mailing_id: MailingId::new(id),
+            shards: &shards,
+            limit: 4,
+            owner,
+            skip_domains: &[],
+            paced: false,
+        })
+        .await?;
+    assert_eq!(claimed.len(), 4);
+    assert!(claimed.iter().all(|recipient| recipient.attempts == 1));
+
+    let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
+    assert_eq!((counts.total, counts.queued, counts.sending), (10, 6, 4));
+    let listed = cluster.recipients(id).await?;
+    let sending: Vec<i64> = listed
+        .iter()
+        .filter(|recipient| recipient.state == v1::RecipientState::Sending as i32)
+        .map(|recipient| recipient.id)
+        .collect();
+    let mut claimed_ids: Vec<i64> = claimed.iter().map(|recipient| recipient.id.get()).collect();
+    claimed_ids.sort_unstable();
+    assert_eq!(sending, claimed_ids);
+
+    cluster.api.mailings.cancel(v1::MailingRef { mailing_id: id }).await?;
+    let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
+    assert_eq!((counts.cancelled, counts.sending, counts.queued), (6, 4, 0));
+
+    let outcome = |index: usize, kind| RecipientOutcome::new(claimed[index].id, kind, claimed[index].attempts);
+    let outcomes = vec![
+        RecipientOutcome {
+            code: Some(250),
+            message_id: Some("<m0@sendwerk.test>".into()),
+            ..outcome(0, OutcomeKind::Sent)
+        },
+        outcome(1, OutcomeKind::Sent),
+        RecipientOutcome {
+            code: Some(451),
+            next_attempt_at: Some(chrono::Utc::now() + chrono::Duration::minutes(5)),
+            ..outcome(2, OutcomeKind::Deferred)
+        },
+        outcome(3, OutcomeKind::Released),
+    ];
+    // Another sender, holding no lease, is fenced off.
+    assert_eq!(cluster.store.record_outcomes(uuid::Uuid::new_v4(), &outcomes).await?, 0);
+    assert_eq!(cluster.store.record_outcomes(owner, &outcomes).await?, 4);
+
+    let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
+    assert_eq!((counts.sent, counts.cancelled, counts.sending, counts.queued, counts.deferred), (2, 8, 0, 0, 0));
+    let (client, connection) = tokio_postgres::connect(&cluster.database_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let left: i64 = client.query_one("SELECT count(*) FROM queue WHERE mailing_id = $1", &[&id]).await?.get(0);
+    assert_eq!(left, 0, "no queue row outlives its recipient's final state");
+    let attempts: Vec<(i64, i32, Option<String>)> = client
+        .query("SELECT id, attempts, message_id FROM recipients WHERE id = ANY($1) ORDER BY id", &[&claimed_ids])
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    let by_id = |recipient: &sendwerk_store::ClaimedRecipient| {
+        attempts.iter().find(|(id, ..)| *id == recipient.id.get()).cloned().unwrap_or_default()
+    };
+    assert_eq!(by_id(&claimed[0]).1, 1, "an attempt counts once");
+    assert_eq!(by_id(&claimed[0]).2.as_deref(), Some("<m0@sendwerk.test>"));
+    assert_eq!(by_id(&claimed[2]).1, 1, "a deferred attempt counts");
+    assert_eq!(by_id(&claimed[3]).1, 0, "a row handed back unsent was not attempted");
     cluster.shutdown().await
 }

@@ -142,7 +142,6 @@ impl Claimer {
                     shards: &shards,
                     limit,
                     owner: self.worker_id,
-                    lease: self.config.lease,
                     skip_domains: &skip_domains,
                     paced: *paced,
                 })

@@ -1,4 +1,8 @@
-SELECT email, external_id, state, attempts, last_code, last_enhanced, last_reply, reason, updated_at
-FROM recipients
-WHERE mailing_id = $1 AND ($2::text IS NULL OR state = $2)
-ORDER BY id
+-- A recipient whose queue row a sender holds shows as `sending`.
+SELECT r.email, r.external_id, v.state, r.attempts, r.last_code, r.last_enhanced, r.last_reply, r.reason,
+       r.updated_at
+FROM recipients r
+LEFT JOIN queue q ON q.recipient_id = r.id AND q.lease_owner IS NOT NULL
+CROSS JOIN LATERAL (SELECT CASE WHEN q.recipient_id IS NULL THEN r.state ELSE 'sending' END AS state) v
+WHERE r.mailing_id = $1 AND ($2::text IS NULL OR v.state = $2)
+ORDER BY r.id

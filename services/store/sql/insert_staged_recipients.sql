@@ -1,9 +1,17 @@
-INSERT INTO recipients (mailing_id, tenant_id, email, domain, shard, external_id, variables,
-                        state, reason)
-SELECT $1, $2, s.email, s.domain, s.shard, s.external_id, s.variables,
-       CASE WHEN sup.email IS NULL THEN 'queued' ELSE 'suppressed' END,
-       CASE WHEN sup.email IS NULL THEN NULL ELSE 'suppressed: ' || sup.reason END
-FROM recipient_stage s
-LEFT JOIN suppressions sup ON sup.tenant_id = $2 AND sup.email = lower(s.email)
-ON CONFLICT (mailing_id, lower(email)) DO NOTHING
-RETURNING lower(email), state
+-- Inserts the staged rows of one AddRecipients chunk; an address on the tenant's suppression
+-- list is recorded `suppressed`, every other new row also enters the queue.
+WITH inserted AS (
+    INSERT INTO recipients (mailing_id, tenant_id, email, domain, shard, external_id, variables,
+                            state, reason)
+    SELECT $1, $2, s.email, s.domain, s.shard, s.external_id, s.variables,
+           CASE WHEN sup.email IS NULL THEN 'queued' ELSE 'suppressed' END,
+           CASE WHEN sup.email IS NULL THEN NULL ELSE 'suppressed: ' || sup.reason END
+    FROM recipient_stage s
+    LEFT JOIN suppressions sup ON sup.tenant_id = $2 AND sup.email = lower(s.email)
+    ON CONFLICT (mailing_id, lower(email)) DO NOTHING
+    RETURNING id, email, domain, shard, state, next_attempt_at
+), queued AS (
+    INSERT INTO queue (recipient_id, mailing_id, shard, domain, next_attempt_at)
+    SELECT id, $1, shard, domain, next_attempt_at FROM inserted WHERE state = 'queued'
+)
+SELECT lower(email), state FROM inserted

@@ -1,24 +1,35 @@
--- Rows left `sending` in shards sender $2 now holds, claimed under an earlier lease of the shard
+-- Rows left in flight in shards sender $2 now holds, claimed under an earlier lease of the shard
 -- (by a sender that died, stalled or restarted, or by this one before it lost the lease): retried,
 -- with an event recording that the earlier attempt's outcome is unknown and a duplicate delivery
--- is possible.
+-- is possible. The attempt counts. A cancelled mailing's rows end `cancelled` instead.
 WITH orphans AS (
-    SELECT r.id FROM recipients r
-    WHERE r.state = 'sending' AND r.shard = ANY ($1::smallint[])
+    SELECT q.recipient_id AS id, q.claimed_at, m.state = 'cancelled' AS cancelled
+    FROM queue q
+    JOIN mailings m ON m.id = q.mailing_id
+    WHERE q.lease_owner IS NOT NULL AND q.shard = ANY ($1::smallint[])
       AND NOT EXISTS (SELECT 1 FROM shard_leases l
-                      WHERE l.shard = r.shard AND l.owner = $2 AND l.token = r.lease_token)
-    FOR UPDATE OF r SKIP LOCKED
+                      WHERE l.shard = q.shard AND l.owner = $2 AND l.token = q.lease_token)
+    -- Ordered against a concurrent cancel as in record_outcomes.sql.
+    FOR UPDATE OF q SKIP LOCKED FOR KEY SHARE OF m
+), dequeued AS (
+    DELETE FROM queue q
+    USING orphans o
+    WHERE q.recipient_id = o.id AND o.cancelled
+), requeued AS (
+    UPDATE queue q
+    SET lease_owner = NULL, lease_token = NULL, claimed_at = NULL, next_attempt_at = now(), retry = true
+    FROM orphans o
+    WHERE q.recipient_id = o.id AND NOT o.cancelled
 ), recovered AS (
     UPDATE recipients r
-    SET state = CASE WHEN m.state = 'cancelled' THEN 'cancelled' ELSE 'deferred' END,
+    SET state = CASE WHEN o.cancelled THEN 'cancelled' ELSE 'deferred' END,
+        attempts = r.attempts + 1,
+        first_attempt_at = coalesce(r.first_attempt_at, o.claimed_at),
         next_attempt_at = now(),
-        lease_owner = NULL,
-        lease_token = NULL,
-        lease_expires_at = NULL,
         reason = 'outcome unknown: the sender holding it stopped during the attempt',
         updated_at = now()
-    FROM orphans, mailings m
-    WHERE r.id = orphans.id AND m.id = r.mailing_id
+    FROM orphans o
+    WHERE r.id = o.id
     RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts
 )
 INSERT INTO delivery_events (tenant_id, mailing_id, recipient_id, kind, attempt, detail)

@@ -9,6 +9,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial", include_str!("../migrations/0001_initial.sql")),
     (2, "shard_leases", include_str!("../migrations/0002_shard_leases.sql")),
     (3, "bounces", include_str!("../migrations/0003_bounces.sql")),
+    (4, "queue_table", include_str!("../migrations/0004_queue_table.sql")),
 ];
 
 /// An arbitrary, fixed key for `pg_advisory_lock`: "sendwerk" in ASCII.

@@ -72,9 +72,7 @@ impl Store {
         let sql = format!("EXPLAIN {}", crate::queue::CLAIM_DUE_RECIPIENTS_SQL);
         let shards: Vec<i16> = (0..256).collect();
         let owner = uuid::Uuid::nil();
-        let rows = client
-            .query(&sql, &[&mailing_id.get(), &shards, &100_i64, &owner, &60.0_f64, &Vec::<String>::new()])
-            .await?;
+        let rows = client.query(&sql, &[&mailing_id.get(), &shards, &100_i64, &owner, &Vec::<String>::new()]).await?;
         Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect::<Vec<_>>().join("\n"))
     }
 }

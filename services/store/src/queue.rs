@@ -40,8 +40,6 @@ pub struct ClaimRequest<'a> {
     pub shards: &'a [i16],
     pub limit: i64,
     pub owner: Uuid,
-    /// How long the claimed rows' own lease lasts (for operators' eyes; the shard lease fences).
-    pub lease: Duration,
     /// Destination domains not to claim now (paused, backing off, rate backlog).
     pub skip_domains: &'a [String],
     /// Whether the mailing has a pace (`max_per_hour`).
@@ -158,13 +156,11 @@ impl Store {
     /// all senders together.
     #[instrument(skip_all, fields(mailing_id = %claim.mailing_id, limit = claim.limit))]
     pub async fn claim_due_recipients(&self, claim: &ClaimRequest<'_>) -> Result<Vec<ClaimedRecipient>, StoreError> {
-        let ClaimRequest { mailing_id, shards, limit, owner, lease, skip_domains, paced } = *claim;
+        let ClaimRequest { mailing_id, shards, limit, owner, skip_domains, paced } = *claim;
         let mut client = self.client().await?;
         if !paced {
             let claim = client.prepare_cached(CLAIM_DUE_RECIPIENTS_SQL).await?;
-            let rows = client
-                .query(&claim, &[&mailing_id.get(), &shards, &limit, &owner, &lease.as_secs_f64(), &skip_domains])
-                .await?;
+            let rows = client.query(&claim, &[&mailing_id.get(), &shards, &limit, &owner, &skip_domains]).await?;
             return Ok(rows.iter().map(|row| claimed_from_row(mailing_id, row)).collect());
         }
         let transaction = client.transaction().await?;
@@ -193,9 +189,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let claim = transaction.prepare_cached(CLAIM_DUE_RECIPIENTS_SQL).await?;
-        let rows = transaction
-            .query(&claim, &[&mailing_id.get(), &shards, &granted, &owner, &lease.as_secs_f64(), &skip_domains])
-            .await?;
+        let rows = transaction.query(&claim, &[&mailing_id.get(), &shards, &granted, &owner, &skip_domains]).await?;
         if max_per_hour.is_some() {
             let used = i32::try_from(rows.len()).unwrap_or(i32::MAX);
             let advance = transaction.prepare_cached(include_str!("../sql/set_mailing_pace_slot.sql")).await?;
