@@ -52,9 +52,15 @@ CREATE INDEX queue_in_flight ON queue (shard, mailing_id) WHERE lease_owner IS N
 DROP INDEX recipients_queue;
 DROP INDEX recipients_in_flight;
 ALTER TABLE recipients DROP COLUMN lease_owner, DROP COLUMN lease_token, DROP COLUMN lease_expires_at;
--- Room on each page for the one update most rows get (the outcome), so that it is HOT.
+-- Room on each page for the one update most rows get (the outcome), so that it is HOT. With
+-- 100 (the default) Postgres spent 43-51 µs per delivered message, with 45 36-44 µs.
 ALTER TABLE recipients SET (fillfactor = 45);
 
 -- No statement reads delivery events by mailing; the index cost an insert per event. A
 -- recipient's history is read through `delivery_events_by_recipient`.
 DROP INDEX delivery_events_by_mailing;
+
+-- The foreign key from recipients to mailings checked every inserted row (1.3 µs of the ~15 µs
+-- per row of AddRecipients). Nothing deletes mailings, and AddRecipients holds the mailing row
+-- FOR SHARE for its whole transaction, so the mailing a row refers to exists.
+ALTER TABLE recipients DROP CONSTRAINT recipients_mailing_id_fkey;
