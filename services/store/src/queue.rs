@@ -68,8 +68,6 @@ pub enum OutcomeKind {
 pub struct RecipientOutcome {
     pub id: RecipientId,
     pub kind: OutcomeKind,
-    /// Attempts made so far including this one (decides `queued` vs `deferred` on release).
-    pub attempts: i32,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub code: Option<i32>,
     pub enhanced: Option<String>,
@@ -82,11 +80,10 @@ pub struct RecipientOutcome {
 
 impl RecipientOutcome {
     /// An outcome of `kind` for a claimed row, with no reply, reason or schedule yet.
-    pub fn new(id: RecipientId, kind: OutcomeKind, attempts: i32) -> Self {
+    pub fn new(id: RecipientId, kind: OutcomeKind) -> Self {
         Self {
             id,
             kind,
-            attempts,
             next_attempt_at: None,
             code: None,
             enhanced: None,
@@ -118,7 +115,10 @@ fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> Claimed
 }
 
 impl OutcomeKind {
-    fn state_and_event(self, attempts: i32) -> (RecipientState, &'static str) {
+    /// The recipient state an outcome writes, and its event. A released row is handed back to
+    /// the queue: it keeps its state of record (only a cancelled mailing's ends `cancelled`), so
+    /// `queued` here only marks it as one to requeue.
+    fn state_and_event(self) -> (RecipientState, &'static str) {
         match self {
             Self::Sent => (RecipientState::Sent, "sent"),
             Self::Deferred => (RecipientState::Deferred, "deferred"),
@@ -127,8 +127,7 @@ impl OutcomeKind {
             Self::Expired => (RecipientState::Expired, "expired"),
             Self::Suppressed => (RecipientState::Suppressed, "suppressed"),
             Self::Skipped => (RecipientState::Skipped, "skipped"),
-            Self::Released if attempts <= 1 => (RecipientState::Queued, "released"),
-            Self::Released => (RecipientState::Deferred, "released"),
+            Self::Released => (RecipientState::Queued, "released"),
         }
     }
 }
@@ -217,7 +216,7 @@ impl Store {
         let mut events = Vec::with_capacity(outcomes.len());
         let mut suppress = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
-            let (state, event) = outcome.kind.state_and_event(outcome.attempts);
+            let (state, event) = outcome.kind.state_and_event();
             ids.push(outcome.id.get());
             states.push(state.as_str());
             next_attempts.push(outcome.next_attempt_at);
