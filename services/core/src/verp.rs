@@ -86,7 +86,13 @@ impl Verp {
 
     /// The envelope sender for a recipient's message.
     pub fn return_path(&self, recipient: RecipientId) -> String {
-        format!("{PREFIX}{}@{}", self.token(recipient), self.domain)
+        self.return_path_of(&self.token(recipient))
+    }
+
+    /// The envelope sender carrying `token` (from [`Verp::token`]): for a sender that also puts
+    /// the token in a header, so the MAC is computed once.
+    pub fn return_path_of(&self, token: &str) -> String {
+        format!("{PREFIX}{token}@{}", self.domain)
     }
 
     /// The recipient a token names, when any key's MAC matches (case does not matter: some MTAs

@@ -104,7 +104,10 @@ impl ConnectionWorker {
             return self.release(recipient, None);
         }
         let (return_path, reference) = match &self.config.verp {
-            Some(verp) => (verp.return_path(recipient.id), verp.token(recipient.id)),
+            Some(verp) => {
+                let token = verp.token(recipient.id);
+                (verp.return_path_of(&token), token)
+            }
             None => (mailing.return_path.clone(), format!("{}.{}", mailing.id, recipient.id.get())),
         };
         let built =
