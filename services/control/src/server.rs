@@ -76,9 +76,11 @@ impl ControlState {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or_else(|| ControlError::Unauthenticated("missing bearer token".into()))?;
-        let matches = given.len() == expected.len()
-            && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        if matches { Ok(()) } else { Err(ControlError::Unauthenticated("invalid bearer token".into())) }
+        if sendwerk_core::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            Ok(())
+        } else {
+            Err(ControlError::Unauthenticated("invalid bearer token".into()))
+        }
     }
 
     /// Delivers one message right now over a fresh connection (test sends).

@@ -106,9 +106,7 @@ impl Verp {
         let given = mac_text.to_ascii_lowercase();
         let matches = self.keys.iter().any(|key| {
             let expected = Self::mac(key, id);
-            !expected.is_empty()
-                && expected.len() == given.len()
-                && expected.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            !expected.is_empty() && constant_time_eq(expected.as_bytes(), given.as_bytes())
         });
         matches.then(|| RecipientId::new(id))
     }
@@ -125,6 +123,11 @@ impl Verp {
             local.get(..PREFIX.len()).filter(|p| p.eq_ignore_ascii_case(PREFIX)).map(|_| &local[PREFIX.len()..])?;
         self.verify_token(token)
     }
+}
+
+/// Whether two secrets are equal, in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
