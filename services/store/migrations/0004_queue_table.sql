@@ -42,6 +42,8 @@ UPDATE recipients
 SET state = CASE WHEN attempts > 1 THEN 'deferred' ELSE 'queued' END,
     attempts = attempts - 1
 WHERE state = 'sending';
+-- No recipient is stored `sending` any more; its counters (now 0) go.
+DELETE FROM mailing_counts WHERE state = 'sending';
 
 -- Every row is inserted, updated and deleted within a campaign: vacuum and analyze after 2% of
 -- it changed rather than the default 20%, so the planner and the indexes follow the churn.

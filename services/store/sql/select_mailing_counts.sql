@@ -9,6 +9,6 @@ WITH in_flight AS (
 SELECT c.state, c.n - coalesce(f.n, 0) AS n
 FROM mailing_counts c
 LEFT JOIN in_flight f ON f.state = c.state
-WHERE c.mailing_id = $1 AND c.state <> 'sending'  -- a counter from before the queue table
+WHERE c.mailing_id = $1
 UNION ALL
 SELECT 'sending', sum(n)::bigint FROM in_flight HAVING sum(n) > 0
