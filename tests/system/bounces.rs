@@ -224,6 +224,13 @@ async fn bounces_and_complaints_come_back_into_recipient_status_and_suppressions
         .reports;
     assert_eq!(quarantine.len(), 1);
     assert!(quarantine[0].problem.contains("cannot be matched"), "{}", quarantine[0].problem);
+    // GetReport returns the same record with the stored bytes.
+    let fetched =
+        cluster.api.bounces.get_report(v1::GetReportRequest { report_id: quarantine[0].id }).await?.into_inner();
+    assert_eq!(fetched.report.as_ref(), Some(&quarantine[0]));
+    assert!(String::from_utf8_lossy(&fetched.raw).contains("stranger@elsewhere.example"));
+    let missing = cluster.api.bounces.get_report(v1::GetReportRequest { report_id: i64::MAX }).await;
+    assert_eq!(missing.map(|_| ()).map_err(|status| status.code()), Err(tonic::Code::NotFound));
     let all = cluster
         .api
         .bounces

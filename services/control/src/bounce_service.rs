@@ -115,20 +115,12 @@ impl BounceService for ControlState {
     ) -> Result<Response<v1::GetReportResponse>, Status> {
         self.authorize(&request)?;
         let id = request.into_inner().report_id;
-        let raw = self
+        let (record, raw) = self
             .store
-            .report_raw(id)
+            .report(id)
             .await
             .map_err(ControlError::from)?
             .ok_or_else(|| ControlError::NotFound(format!("report {id}")))?;
-        let record = self
-            .store
-            .list_reports(None, id.saturating_add(1), 1)
-            .await
-            .map_err(ControlError::from)?
-            .into_iter()
-            .find(|record| record.id == id)
-            .map(report_to_proto);
-        Ok(Response::new(v1::GetReportResponse { report: record, raw }))
+        Ok(Response::new(v1::GetReportResponse { report: Some(report_to_proto(record)), raw }))
     }
 }

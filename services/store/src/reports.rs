@@ -206,31 +206,32 @@ impl Store {
         let list = client.prepare_cached(include_str!("../sql/list_reports.sql")).await?;
         let status_name = status.map(ReportStatus::as_str);
         let rows = client.query(&list, &[&before_id, &status_name, &limit]).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(ReportRecord {
-                    id: row.get(0),
-                    received_at: row.get(1),
-                    source: row.get(2),
-                    envelope_from: row.get(3),
-                    envelope_to: row.get(4),
-                    status: ReportStatus::parse(row.get(5))?,
-                    kind: row.get(6),
-                    problem: row.get(7),
-                    num_records: row.get(8),
-                    num_applied: row.get(9),
-                    num_bytes: row.get(10),
-                })
-            })
-            .collect()
+        rows.iter().map(report_from_row).collect()
     }
 
-    /// The raw bytes of a stored report.
-    pub async fn report_raw(&self, id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+    /// One stored report with its raw bytes.
+    pub async fn report(&self, id: i64) -> Result<Option<(ReportRecord, Vec<u8>)>, StoreError> {
         let client = self.client().await?;
-        let select = client.prepare_cached(include_str!("../sql/select_report_raw.sql")).await?;
-        Ok(client.query_opt(&select, &[&id]).await?.map(|row| row.get(0)))
+        let select = client.prepare_cached(include_str!("../sql/select_report.sql")).await?;
+        client.query_opt(&select, &[&id]).await?.map(|row| Ok((report_from_row(&row)?, row.get(11)))).transpose()
     }
+}
+
+/// A report as `list_reports.sql` and `select_report.sql` return it (their first 11 columns).
+fn report_from_row(row: &tokio_postgres::Row) -> Result<ReportRecord, StoreError> {
+    Ok(ReportRecord {
+        id: row.get(0),
+        received_at: row.get(1),
+        source: row.get(2),
+        envelope_from: row.get(3),
+        envelope_to: row.get(4),
+        status: ReportStatus::parse(row.get(5))?,
+        kind: row.get(6),
+        problem: row.get(7),
+        num_records: row.get(8),
+        num_applied: row.get(9),
+        num_bytes: row.get(10),
+    })
 }
 
 /// Moves the recipients of `wave` (each recipient at most once) to bounced/complained, with an

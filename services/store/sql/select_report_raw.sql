@@ -1,1 +1,0 @@
-SELECT raw FROM inbound_reports WHERE id = $1
