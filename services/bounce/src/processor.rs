@@ -45,15 +45,6 @@ pub struct BounceProcessor {
     jobs: mpsc::Sender<Job>,
 }
 
-fn kind_name(kind: ReportKind) -> &'static str {
-    match kind {
-        ReportKind::DeliveryStatus => "delivery_status",
-        ReportKind::Feedback => "feedback",
-        ReportKind::AutoReply => "auto_reply",
-        ReportKind::Unknown => "unknown",
-    }
-}
-
 /// A report's verdict before it is recorded.
 struct Judgement {
     status: ReportStatus,
@@ -167,7 +158,7 @@ impl BounceProcessor {
             Ok(Err(_)) => return Judgement::quarantine("unknown", "the parser failed on this report", 0),
             Err(_) => return Judgement::quarantine("unknown", "parsing took longer than the time limit", 0),
         };
-        let kind = kind_name(report.kind);
+        let kind = ReportKind::as_str(report.kind);
         let num_records = report.records.len();
         let ignored = Judgement { status: ReportStatus::Ignored, kind, problem: None, num_records, application: None };
         match report.kind {

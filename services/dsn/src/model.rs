@@ -36,6 +36,18 @@ pub enum ReportKind {
     Unknown,
 }
 
+impl ReportKind {
+    /// The name it is stored and serialised under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DeliveryStatus => "delivery_status",
+            Self::Feedback => "feedback",
+            Self::AutoReply => "auto_reply",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 /// The `Action:` of one recipient (RFC 3464 section 2.3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,4 +107,16 @@ pub struct Report {
     /// Why parsing was partial (truncated input, too many parts, malformed MIME, no recipient
     /// found, ...). Non-empty with empty `records` means the report deserves a human look.
     pub problems: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReportKind;
+
+    #[test]
+    fn a_report_kind_is_stored_under_its_serialised_name() {
+        for kind in [ReportKind::DeliveryStatus, ReportKind::Feedback, ReportKind::AutoReply, ReportKind::Unknown] {
+            assert_eq!(serde_json::to_value(kind).ok(), Some(serde_json::Value::from(kind.as_str())));
+        }
+    }
 }

@@ -5,17 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use sendwerk_dsn::{Action, ReportKind};
-
-fn action_name(action: Option<Action>) -> Option<&'static str> {
-    action.map(|action| match action {
-        Action::Failed => "failed",
-        Action::Delayed => "delayed",
-        Action::Delivered => "delivered",
-        Action::Relayed => "relayed",
-        Action::Expanded => "expanded",
-    })
-}
+use sendwerk_dsn::ReportKind;
 
 /// Prints `{"file", "recipient", "status", "replycode", "reason", "hard", "action",
 /// "feedbacktype"}` per record; a file with no record prints one line with `recipient: null`
@@ -50,7 +40,7 @@ pub fn parse_files(files: &[PathBuf]) -> anyhow::Result<()> {
                 "replycode": record.reply_code,
                 "reason": record.reason.as_str(),
                 "hard": record.hard,
-                "action": action_name(record.action),
+                "action": record.action,
                 "feedbacktype": report.feedback_type,
             });
             writeln!(out, "{line}")?;
