@@ -139,9 +139,7 @@ async fn signal(pid: Option<u32>, signal: &str) {
 }
 
 async fn terminate(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
-    }
+    signal(child.id(), "-TERM").await;
     if tokio::time::timeout(Duration::from_secs(30), child.wait()).await.is_err() {
         let _ = child.kill().await;
     }
@@ -400,6 +398,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?
         .get(0);
+    // Checked before any bounce run turns `sent` rows into `bounced`.
+    let invariants = check_invariants(&client, mailing_id, options.relay.is_none().then(|| sink.deliveries())).await?;
     let bounce_result = if options.bounce_reports > 0 {
         let mut listener = spawn_role(&binary, &config_path, "bounce")?;
         let result = run_bounce_reports(&client, mailing_id, options.bounce_reports, bounce_port, postgres_pid).await;
@@ -408,7 +408,6 @@ async fn main() -> anyhow::Result<()> {
     } else {
         None
     };
-    let invariants = check_invariants(&client, mailing_id, options.relay.is_none().then(|| sink.deliveries())).await?;
 
     for sender in &mut senders {
         terminate(sender).await;

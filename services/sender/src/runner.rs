@@ -132,7 +132,7 @@ impl Sender {
         };
         // Take a share of the shards before claiming anything.
         let mut draining = std::collections::BTreeSet::new();
-        if let Err(error) = keeper.round(&mut draining).await.map(|_| ()) {
+        if let Err(error) = keeper.round(&mut draining).await {
             warn!(error = %error, "first lease round failed; the keeper retries");
         }
         let keeper_task = tokio::spawn(keeper.run(stop_rx.clone()).instrument(info_span!("sender_leases")));
