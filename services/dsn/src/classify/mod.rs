@@ -278,14 +278,11 @@ fn is_host_unknown(text: &str, by_status: Option<Reason>, status: Option<&str>) 
 
 /// Whether a reason makes the address itself bad, given how permanent the failure was.
 pub(crate) fn is_hard(reason: Reason, status: Option<&str>, reply_code: Option<u16>) -> bool {
-    match reason {
-        Reason::UserUnknown | Reason::HostUnknown | Reason::HasMoved => true,
-        Reason::NotAccept => match status {
-            Some(status) => status.starts_with('5'),
-            None => reply_code.is_none_or(|code| code >= 500),
-        },
-        _ => false,
-    }
+    let permanent = || match status {
+        Some(status) => status.starts_with('5'),
+        None => reply_code.is_none_or(|code| code >= 500),
+    };
+    reason.is_hard_by_default() && (reason != Reason::NotAccept || permanent())
 }
 
 #[cfg(test)]
