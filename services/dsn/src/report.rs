@@ -86,7 +86,7 @@ fn parse_one(raw: &[u8], limits: &Limits, open_attached: bool) -> Report {
     let (notice_text, pasted_original) = notice::notice_and_pasted_original(&message);
     let original_headers = returned_headers(&message).or(pasted_original.as_ref());
     let dsn = delivery_status_fields(&message);
-    let original = original_references(&message, original_headers, &dsn, &notice_text);
+    let original = original_references(&message, original_headers, &dsn);
     let reporting_mta = dsn.reporting_mta.clone().or_else(|| reporting_mta_in(&notice_text));
     let mut report = Report {
         kind: ReportKind::Unknown,
@@ -231,12 +231,7 @@ fn merge(into: &mut DsnFields, from: DsnFields) {
     into.recipients.extend(from.recipients);
 }
 
-fn original_references(
-    message: &Message,
-    original: Option<&Headers>,
-    dsn: &DsnFields,
-    notice_text: &str,
-) -> OriginalReferences {
+fn original_references(message: &Message, original: Option<&Headers>, dsn: &DsnFields) -> OriginalReferences {
     let mut verp_recipients: Vec<String> = Vec::new();
     for name in ["x-original-to", "delivered-to", "envelope-to", "x-envelope-to", "to"] {
         for value in message.headers.get_all(name) {
@@ -255,15 +250,15 @@ fn original_references(
     let sendwerk_ref = original
         .and_then(|headers| headers.get("x-sendwerk-ref"))
         .map(str::to_owned)
-        .or_else(|| sendwerk_ref_in_text(message, notice_text));
+        .or_else(|| sendwerk_ref_in_text(message));
     let return_path = original.and_then(|headers| headers.get("return-path")).and_then(address::first);
     OriginalReferences { verp_recipients, sendwerk_ref, message_id, return_path }
 }
 
-/// An `X-Sendwerk-Ref:` line pasted into a text part (returned headers inside the notice).
-fn sendwerk_ref_in_text(message: &Message, notice_text: &str) -> Option<String> {
-    let texts = message.parts.iter().map(|part| part.text.as_str()).chain(std::iter::once(notice_text));
-    for text in texts {
+/// An `X-Sendwerk-Ref:` line pasted into a text part (returned headers inside the notice; the
+/// notice itself is made of these parts' lines).
+fn sendwerk_ref_in_text(message: &Message) -> Option<String> {
+    for text in message.parts.iter().map(|part| part.text.as_str()) {
         for line in text.lines() {
             let trimmed = line.trim_start();
             let is_ref = trimmed.get(..15).is_some_and(|name| name.eq_ignore_ascii_case("x-sendwerk-ref:"));
