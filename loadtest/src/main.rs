@@ -464,7 +464,8 @@ async fn main() -> anyhow::Result<()> {
         "bounce_reports": bounce_result.as_ref().map(|r| r.reports),
         "bounce_reports_per_sec": bounce_result.as_ref().map(|r| r.per_sec.round()),
         "bounce_postgres_cpu_us_per_report": bounce_result.as_ref().map(|r| (r.postgres_cpu_us * 10.0).round() / 10.0),
-        "final_states": invariants.final_states,
+        "final_states": invariants.final_states.clone(),
+        "counters_agree": invariants.counters_agree,
         "unfinished": invariants.unfinished,
         "sent_but_never_received": invariants.sent_but_never_received,
         "duplicates_without_outcome_unknown": invariants.duplicates_without_outcome_unknown,
@@ -484,6 +485,12 @@ async fn main() -> anyhow::Result<()> {
         invariants.sent_but_never_received
     );
     anyhow::ensure!(
+        invariants.counters_agree,
+        "the per-state counters {} disagree with the recipients' states {}",
+        invariants.counters,
+        invariants.final_states
+    );
+    anyhow::ensure!(
         invariants.duplicates_without_outcome_unknown == 0,
         "{} duplicate deliveries have no outcome-unknown event",
         invariants.duplicates_without_outcome_unknown
@@ -500,6 +507,10 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 /// What a run must guarantee whatever went wrong on the way.
 struct Invariants {
     final_states: serde_json::Value,
+    /// The mailing's per-state counters (what `GetMailing` reports), non-zero ones.
+    counters: serde_json::Value,
+    /// The counters equal the recipients' states.
+    counters_agree: bool,
     /// Recipients still queued, sending or deferred.
     unfinished: i64,
     /// Recipients recorded `sent` that the sink never received (own sink only).
@@ -525,6 +536,14 @@ async fn check_invariants(
         }
         final_states.insert(state, serde_json::json!(n));
     }
+    // The per-state counters, kept by the statements that move recipients, against the rows.
+    let counted: serde_json::Map<String, serde_json::Value> = client
+        .query("SELECT state, n FROM mailing_counts WHERE mailing_id = $1 AND n <> 0", &[&mailing_id])
+        .await?
+        .iter()
+        .map(|row| (row.get::<_, String>(0), serde_json::json!(row.get::<_, i64>(1))))
+        .collect();
+    let counters_agree = counted == final_states;
     let (mut sent_but_never_received, mut duplicates_without_outcome_unknown) = (0, 0);
     if let Some(deliveries) = deliveries {
         let sent = client
@@ -547,6 +566,8 @@ async fn check_invariants(
     }
     Ok(Invariants {
         final_states: serde_json::Value::Object(final_states),
+        counters: serde_json::Value::Object(counted),
+        counters_agree,
         unfinished,
         sent_but_never_received,
         duplicates_without_outcome_unknown,

@@ -8,7 +8,7 @@ use sendwerk_tests::{TestCluster, TestClusterOptions};
 /// 15x slower (measured); the embedded cluster sets SSD-like costs and the claim must use the
 /// partial index of waiting queue rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_claim_uses_the_waiting_rows_index_on_a_draining_queue() -> anyhow::Result<()> {
+async fn the_claim_reads_waiting_rows_through_queue_due_draining_and_at_campaign_size() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start_with(TestClusterOptions { start_sender: false, ..Default::default() }).await?;
     let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
     let rows: Vec<_> = (0..20_000).map(|i| row(&format!("q{i}@d{}.example", i % 50), "", &[])).collect();
@@ -31,14 +31,32 @@ async fn the_claim_uses_the_waiting_rows_index_on_a_draining_queue() -> anyhow::
     // The primary keys serve the `UPDATE … FROM due` join and the recipient lookup by id. On
     // this small narrow queue (154 pages, 400 live rows) the planner may read it
     // sequentially instead of through `queue_due`; the wide recipients table must never be
-    // scanned, only read by primary key.
+    // scanned, only read by primary key. (`w` is the claim's alias for the waiting rows.)
     assert!(
-        plan.contains("Index Scan using queue_due on queue q ") || plan.contains("Seq Scan on queue q "),
+        plan.contains("Index Scan using queue_due on queue w ") || plan.contains("Seq Scan on queue w "),
         "the claim must read the queue through the index of waiting rows or sequentially:\n{plan}"
     );
     assert!(plan.contains("Index Scan using recipients_pkey on recipients r"), "recipients by primary key:\n{plan}");
     assert!(!plan.contains("Seq Scan on recipients"), "no sequential scan of recipients:\n{plan}");
-    assert!(!plan.contains("using queue_pkey on queue q "), "the claim must not walk the primary key:\n{plan}");
+    assert!(!plan.contains("using queue_pkey on queue w "), "the claim must not walk the primary key:\n{plan}");
+
+    // A campaign's worth of waiting rows (200,000 more, as ingest queues them: one chunk shares
+    // a due time): now a sequential read would cost far more than taking the first rows in due
+    // order, and the claim must use `queue_due`.
+    client
+        .batch_execute(&format!(
+            "INSERT INTO queue (recipient_id, mailing_id, shard, domain, next_attempt_at)
+             SELECT g, {id}, g % 256, 'd' || g % 50 || '.example', now() - (g / 5000) * interval '1 second'
+             FROM generate_series(10000000, 10199999) AS g"
+        ))
+        .await?;
+    client.batch_execute("VACUUM ANALYZE queue").await?;
+    let plan = cluster.store.explain_claim(MailingId::new(id)).await?;
+    assert!(
+        plan.contains("Index Scan using queue_due on queue w "),
+        "with 200,000 waiting rows the claim must read them through queue_due:\n{plan}"
+    );
+    assert!(!plan.contains("Seq Scan on recipients"), "no sequential scan of recipients:\n{plan}");
     cluster.shutdown().await
 }
 

@@ -5,6 +5,13 @@ WITH report AS (
     SELECT *
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bool[])
          AS b(id, state, reason, status, code, diagnostic, suppress)
+), locked AS (
+    -- Locked first, so that the state read here is the one the update replaces (two reports
+    -- for one recipient may be applied at once); the counters move from it.
+    SELECT r.id, r.state
+    FROM recipients r
+    WHERE r.id = ANY (ARRAY(SELECT id FROM report))
+    FOR UPDATE
 ), updated AS (
     UPDATE recipients r
     SET state = b.state,
@@ -14,10 +21,18 @@ WITH report AS (
         last_reply = coalesce(b.diagnostic, r.last_reply),
         updated_at = now()
     FROM report b
+    JOIN locked c ON c.id = b.id
     WHERE r.id = b.id
-      AND (r.state = 'sent' OR (r.state = 'bounced' AND b.state = 'complained'))
+      AND (c.state = 'sent' OR (c.state = 'bounced' AND b.state = 'complained'))
     RETURNING r.id, r.tenant_id, r.mailing_id, r.email, r.attempts, b.state, b.reason, b.status, b.code,
-              b.diagnostic, b.suppress
+              b.diagnostic, b.suppress, c.state AS old_state
+), counted AS (
+    INSERT INTO mailing_counts (mailing_id, state, n)
+    SELECT c.*
+    FROM (SELECT array_agg(mailing_id) AS ids, array_agg(old_state) AS olds, array_agg(state) AS news
+          FROM updated) AS a,
+         mailing_count_changes(a.ids, a.olds, a.news) AS c
+    ON CONFLICT (mailing_id, state) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 ), events AS (
     INSERT INTO delivery_events (tenant_id, mailing_id, recipient_id, kind, attempt, smtp_code, enhanced, detail)
     SELECT tenant_id, mailing_id, id, state, attempts, code, status, reason || coalesce(': ' || diagnostic, '')

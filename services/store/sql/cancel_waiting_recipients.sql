@@ -3,13 +3,21 @@
 WITH dequeued AS (
     DELETE FROM queue
     WHERE mailing_id = $1 AND lease_owner IS NULL
-    RETURNING recipient_id
+    RETURNING recipient_id, retry
 ), cancelled AS (
     UPDATE recipients r
     SET state = 'cancelled', reason = 'mailing cancelled', updated_at = now()
     FROM dequeued d
     WHERE r.id = d.recipient_id
-    RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts
+    RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts, r.state,
+              CASE WHEN d.retry THEN 'deferred' ELSE 'queued' END AS old_state
+), counted AS (
+    INSERT INTO mailing_counts (mailing_id, state, n)
+    SELECT c.*
+    FROM (SELECT array_agg(mailing_id) AS ids, array_agg(old_state) AS olds, array_agg(state) AS news
+          FROM cancelled) AS a,
+         mailing_count_changes(a.ids, a.olds, a.news) AS c
+    ON CONFLICT (mailing_id, state) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 )
 INSERT INTO delivery_events (tenant_id, mailing_id, recipient_id, kind, attempt, detail)
 SELECT tenant_id, mailing_id, id, 'cancelled', attempts, 'mailing cancelled' FROM cancelled

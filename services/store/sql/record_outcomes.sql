@@ -10,26 +10,40 @@ WITH outcome AS (
     FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::text[], $6::text[],
                 $7::text[], $8::text[], $9::text[], $11::bool[])
          AS o(id, state, next_attempt_at, code, enhanced, reply, reason, message_id, event_kind, suppress)
-), held AS (
-    SELECT o.*, q.claimed_at,
-           o.state IN ('queued', 'deferred') AND m.state = 'cancelled' AS cancelled,
-           o.state IN ('queued', 'deferred') AND m.state <> 'cancelled' AS requeue
+), held_rows AS (
+    -- The rows this sender holds under its current lease of their shard, as of the statement's
+    -- start; the delete and update below check the lease again on the row as they find it.
+    SELECT o.*, q.mailing_id, q.lease_token, q.claimed_at, q.retry
     FROM outcome o
     JOIN queue q ON q.recipient_id = o.id
-    JOIN mailings m ON m.id = q.mailing_id
     WHERE q.lease_owner = $10
       -- A scalar subquery, not EXISTS: as a semi-join the planner drove the statement from the
       -- held leases and rescanned the outcomes for every row in flight.
       AND q.lease_token = (SELECT l.token FROM shard_leases l
                            WHERE l.shard = q.shard AND l.owner = $10 AND l.expires_at > now())
-    -- The key-share lock on the mailing orders this write against a concurrent cancel, which
-    -- locks the mailing for update: either the cancel sees the rows handed back here, or this
-    -- sees the mailing cancelled.
-    FOR UPDATE OF q FOR KEY SHARE OF m
+), mailing AS (
+    -- The key-share lock, taken once per mailing, orders this write against a concurrent
+    -- cancel, which locks the mailing for update: either the cancel sees the rows handed back
+    -- here, or this sees the mailing cancelled.
+    SELECT m.id, m.state
+    FROM mailings m
+    WHERE m.id = ANY (ARRAY(SELECT DISTINCT mailing_id FROM held_rows))
+    FOR KEY SHARE
+), held AS (
+    SELECT h.*,
+           h.state IN ('queued', 'deferred') AND m.state = 'cancelled' AS cancelled,
+           h.state IN ('queued', 'deferred') AND m.state <> 'cancelled' AS requeue
+    FROM held_rows h
+    JOIN mailing m ON m.id = h.mailing_id
 ), dequeued AS (
+    -- No row lock beforehand (it cost a WAL record per row): should the row have changed
+    -- since the statement started (recovered by the shard's next owner), the lease condition
+    -- is checked again on its new version and the row is left alone.
     DELETE FROM queue q
     USING held h
     WHERE q.recipient_id = h.id AND NOT h.requeue
+      AND q.lease_owner = $10 AND q.lease_token = h.lease_token
+    RETURNING h.*
 ), requeued AS (
     UPDATE queue q
     SET lease_owner = NULL,
@@ -39,6 +53,13 @@ WITH outcome AS (
         retry = q.retry OR h.event_kind <> 'released'
     FROM held h
     WHERE q.recipient_id = h.id AND h.requeue
+      AND q.lease_owner = $10 AND q.lease_token = h.lease_token
+    RETURNING h.*
+), written AS (
+    -- The rows actually written: those whose lease held up to the delete or update.
+    SELECT * FROM dequeued
+    UNION ALL
+    SELECT * FROM requeued
 ), updated AS (
     UPDATE recipients r
     SET state = CASE WHEN h.cancelled THEN 'cancelled' ELSE h.state END,
@@ -52,10 +73,20 @@ WITH outcome AS (
         reason = CASE WHEN h.cancelled THEN 'mailing cancelled' ELSE h.reason END,
         message_id = coalesce(h.message_id, r.message_id),
         updated_at = now()
-    FROM held h
+    FROM written h
     WHERE r.id = h.id AND (h.event_kind <> 'released' OR h.cancelled)
     RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts, h.event_kind, h.code, h.enhanced,
-              coalesce(h.reply, h.reason) AS detail, r.email, h.suppress, h.reason
+              coalesce(h.reply, h.reason) AS detail, r.email, h.suppress, h.reason, r.state,
+              -- The state before: a held row's recipient is `deferred` exactly when its queue
+              -- row is a retry.
+              CASE WHEN h.retry THEN 'deferred' ELSE 'queued' END AS old_state
+), counted AS (
+    INSERT INTO mailing_counts (mailing_id, state, n)
+    SELECT c.*
+    FROM (SELECT array_agg(mailing_id) AS ids, array_agg(old_state) AS olds, array_agg(state) AS news
+          FROM updated) AS a,
+         mailing_count_changes(a.ids, a.olds, a.news) AS c
+    ON CONFLICT (mailing_id, state) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 ), suppressed AS (
     -- A permanent rejection of the address itself (user unknown, …) at SMTP time suppresses
     -- it, as a hard bounce report would.
@@ -70,4 +101,4 @@ WITH outcome AS (
     FROM updated
     WHERE event_kind <> 'released'
 )
-SELECT count(*) FROM held
+SELECT count(*) FROM written
