@@ -538,7 +538,10 @@ async fn check_invariants(
     }
     // The per-state counters, kept by the statements that move recipients, against the rows.
     let counted: serde_json::Map<String, serde_json::Value> = client
-        .query("SELECT state, n FROM mailing_counts WHERE mailing_id = $1 AND n <> 0", &[&mailing_id])
+        .query(
+            "SELECT state, sum(n)::bigint FROM mailing_counts WHERE mailing_id = $1 GROUP BY state HAVING sum(n) <> 0",
+            &[&mailing_id],
+        )
         .await?
         .iter()
         .map(|row| (row.get::<_, String>(0), serde_json::json!(row.get::<_, i64>(1))))

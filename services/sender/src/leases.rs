@@ -48,6 +48,10 @@ pub(crate) struct LeaseKeeper {
     pub hostname: String,
     pub lease: Duration,
     pub ownership_tx: watch::Sender<Arc<Ownership>>,
+    /// Shards taken over whose leftover rows are not recovered yet. Only a shard whose lease
+    /// (and so its token) is new to us can hold rows claimed under another token; a shard held
+    /// all along needs no look.
+    pub unrecovered: BTreeSet<i16>,
 }
 
 impl LeaseKeeper {
@@ -59,7 +63,7 @@ impl LeaseKeeper {
 
     /// Keeps the leases until `stop_rx` says stop. Releasing them is left to the caller, after
     /// every outcome is written.
-    pub async fn run(self, mut stop_rx: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop_rx: watch::Receiver<bool>) {
         let mut draining: BTreeSet<i16> = BTreeSet::new();
         let mut last_round = Instant::now() - self.heartbeat_interval();
         while !*stop_rx.borrow() {
@@ -97,9 +101,10 @@ impl LeaseKeeper {
         }
     }
 
-    /// One heartbeat: renew, rebalance towards the fair share, recover orphans, publish. Returns
+    /// One heartbeat: renew, rebalance towards the fair share, recover the orphans of shards
+    /// taken over, publish. Returns
     /// whether it took shards over and still wants more (a hand-over in progress: ask again soon).
-    pub async fn round(&self, draining: &mut BTreeSet<i16>) -> Result<bool, StoreError> {
+    pub async fn round(&mut self, draining: &mut BTreeSet<i16>) -> Result<bool, StoreError> {
         let started = Instant::now();
         self.store.heartbeat_worker(self.worker_id, &self.hostname).await?;
         let live = self.store.count_live_workers(self.lease).await?.max(1);
@@ -109,6 +114,7 @@ impl LeaseKeeper {
         if held.len() < fair_share {
             let wanted = (fair_share - held.len()) as i64;
             let acquired = self.store.acquire_shard_leases(self.worker_id, self.lease, wanted).await?;
+            self.unrecovered.extend(acquired.iter().map(|shard| shard.shard));
             if !acquired.is_empty() {
                 info!(worker_id = %self.worker_id, acquired = acquired.len(), fair_share, "shard leases acquired");
                 taking_over = held.len() + acquired.len() < fair_share;
@@ -124,13 +130,17 @@ impl LeaseKeeper {
                 draining.insert(shard);
             }
         }
-        let shards: Vec<i16> = held.iter().map(|h| h.shard).collect();
-        let recovered = self.store.recover_orphaned_rows(self.worker_id, &shards).await?;
-        if recovered > 0 {
-            warn!(
-                recovered,
-                "retrying rows an earlier shard holder left in flight (outcome unknown, duplicates possible)"
-            );
+        self.unrecovered.retain(|shard| held.iter().any(|h| h.shard == *shard));
+        if !self.unrecovered.is_empty() {
+            let shards: Vec<i16> = self.unrecovered.iter().copied().collect();
+            let recovered = self.store.recover_orphaned_rows(self.worker_id, &shards).await?;
+            self.unrecovered.clear();
+            if recovered > 0 {
+                warn!(
+                    recovered,
+                    "retrying rows an earlier shard holder left in flight (outcome unknown, duplicates possible)"
+                );
+            }
         }
         self.publish(&held, draining, started);
         if !draining.is_empty() {

@@ -123,12 +123,13 @@ impl Sender {
             .and_then(NonZeroU32::new)
             .map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))));
 
-        let keeper = LeaseKeeper {
+        let mut keeper = LeaseKeeper {
             store: self.store.clone(),
             worker_id: self.worker_id,
             hostname: self.config.hostname.clone(),
             lease: self.config.lease,
             ownership_tx,
+            unrecovered: std::collections::BTreeSet::new(),
         };
         // Take a share of the shards before claiming anything.
         let mut draining = std::collections::BTreeSet::new();

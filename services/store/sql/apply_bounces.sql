@@ -27,12 +27,12 @@ WITH report AS (
     RETURNING r.id, r.tenant_id, r.mailing_id, r.email, r.attempts, b.state, b.reason, b.status, b.code,
               b.diagnostic, b.suppress, c.state AS old_state
 ), counted AS (
-    INSERT INTO mailing_counts (mailing_id, state, n)
+    INSERT INTO mailing_counts (mailing_id, state, part, n)
     SELECT c.*
     FROM (SELECT array_agg(mailing_id) AS ids, array_agg(old_state) AS olds, array_agg(state) AS news
           FROM updated) AS a,
-         mailing_count_changes(a.ids, a.olds, a.news) AS c
-    ON CONFLICT (mailing_id, state) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
+         mailing_count_changes(a.ids, a.olds, a.news, 0::smallint) AS c
+    ON CONFLICT (mailing_id, state, part) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 ), events AS (
     INSERT INTO delivery_events (tenant_id, mailing_id, recipient_id, kind, attempt, smtp_code, enhanced, detail)
     SELECT tenant_id, mailing_id, id, state, attempts, code, status, reason || coalesce(': ' || diagnostic, '')

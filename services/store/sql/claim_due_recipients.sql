@@ -1,9 +1,11 @@
 -- Claims up to $3 due recipients of one sending mailing for sender $4, on the shards in $2 that
 -- it holds an unexpired lease on, skipping destination domains in $5 (paused or backing off).
 -- Only the narrow queue row is written: it records the sender, the lease's fencing token and
--- the claim time. The recipient row is only read. Commits at once; no transaction is held
--- across SMTP. (The token is looked up per claimed row by primary key: joining the held leases
--- into the UPDATE made the planner repeat the row lookups for every held shard.)
+-- the claim time (no index covers those, so the update is HOT when the page has room). The
+-- recipient row is only read; the rows move to `sending` in the mailing's counters. Commits at once; no transaction is held
+-- across SMTP. (The tokens are read once into an array: joining the held leases into the
+-- UPDATE made the planner repeat the row lookups for every held shard, and a lookup per row
+-- cost a tenth of the claim.)
 --
 -- No FOR UPDATE SKIP LOCKED: a shard's rows are claimed only by the sender holding its lease,
 -- so claims hardly ever meet, and locking each row before updating it cost a WAL record and
@@ -25,11 +27,21 @@ WITH due AS (
 ), claimed AS (
     UPDATE queue q
     SET lease_owner = $4,
-        lease_token = (SELECT l.token FROM shard_leases l WHERE l.shard = q.shard AND l.owner = $4),
+        -- Every shard's token read once (all 256 rows exist; element shard + 1).
+        lease_token = (ARRAY(SELECT CASE WHEN l.owner = $4 THEN l.token END
+                             FROM shard_leases l ORDER BY l.shard))[q.shard + 1],
         claimed_at = now()
     FROM due
     WHERE q.recipient_id = due.recipient_id AND q.lease_owner IS NULL
-    RETURNING q.recipient_id, q.shard, q.lease_token, q.domain
+    RETURNING q.recipient_id, q.mailing_id, q.shard, q.lease_token, q.domain,
+              CASE WHEN q.retry THEN 'deferred' ELSE 'queued' END AS old_state
+), counted AS (
+    INSERT INTO mailing_counts (mailing_id, state, part, n)
+    SELECT c.*
+    FROM (SELECT array_agg(mailing_id) AS ids, array_agg(old_state) AS olds, array_agg('sending'::text) AS news
+          FROM claimed) AS a,
+         mailing_count_changes(a.ids, a.olds, a.news, 1::smallint) AS c
+    ON CONFLICT (mailing_id, state, part) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 )
 SELECT r.id, r.email, r.external_id, r.variables, r.attempts + 1,
        extract(epoch FROM (now() - coalesce(r.first_attempt_at, now())))::float8 AS seconds_since_first_attempt,

@@ -3,7 +3,7 @@
 -- with an event recording that the earlier attempt's outcome is unknown and a duplicate delivery
 -- is possible. The attempt counts. A cancelled mailing's rows end `cancelled` instead.
 WITH orphans AS (
-    SELECT q.recipient_id AS id, q.claimed_at, q.retry, m.state = 'cancelled' AS cancelled
+    SELECT q.recipient_id AS id, q.claimed_at, m.state = 'cancelled' AS cancelled
     FROM queue q
     JOIN mailings m ON m.id = q.mailing_id
     WHERE q.lease_owner IS NOT NULL AND q.shard = ANY ($1::smallint[])
@@ -30,15 +30,14 @@ WITH orphans AS (
         updated_at = now()
     FROM orphans o
     WHERE r.id = o.id
-    RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts, r.state,
-              CASE WHEN o.retry THEN 'deferred' ELSE 'queued' END AS old_state
+    RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts, r.state, 'sending'::text AS old_state
 ), counted AS (
-    INSERT INTO mailing_counts (mailing_id, state, n)
+    INSERT INTO mailing_counts (mailing_id, state, part, n)
     SELECT c.*
     FROM (SELECT array_agg(mailing_id) AS ids, array_agg(old_state) AS olds, array_agg(state) AS news
           FROM recovered) AS a,
-         mailing_count_changes(a.ids, a.olds, a.news) AS c
-    ON CONFLICT (mailing_id, state) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
+         mailing_count_changes(a.ids, a.olds, a.news, 2::smallint) AS c
+    ON CONFLICT (mailing_id, state, part) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 )
 INSERT INTO delivery_events (tenant_id, mailing_id, recipient_id, kind, attempt, detail)
 SELECT tenant_id, mailing_id, id, 'outcome-unknown', attempts,

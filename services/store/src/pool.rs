@@ -68,11 +68,14 @@ impl Store {
 
     /// Runs `EXPLAIN` for the claim statement, for the test that pins its plan.
     pub async fn explain_claim(&self, mailing_id: sendwerk_core::MailingId) -> Result<String, StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        transaction.batch_execute(crate::queue::CLAIM_PLANNER_SETTINGS).await?;
         let sql = format!("EXPLAIN {}", crate::queue::CLAIM_DUE_RECIPIENTS_SQL);
         let shards: Vec<i16> = (0..256).collect();
         let owner = uuid::Uuid::nil();
-        let rows = client.query(&sql, &[&mailing_id.get(), &shards, &100_i64, &owner, &Vec::<String>::new()]).await?;
+        let rows =
+            transaction.query(&sql, &[&mailing_id.get(), &shards, &1024_i64, &owner, &Vec::<String>::new()]).await?;
         Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect::<Vec<_>>().join("\n"))
     }
 }

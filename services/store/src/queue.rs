@@ -13,6 +13,13 @@ use crate::{Store, StoreError};
 
 pub(crate) const CLAIM_DUE_RECIPIENTS_SQL: &str = include_str!("../sql/claim_due_recipients.sql");
 
+/// Run before the claim, in its transaction. A claim wants the first rows in due order, which
+/// the `queue_due` index yields directly. A new campaign's rows arrive faster than autovacuum
+/// analyzes them (up to a minute), and with statistics that still show a few hundred rows the
+/// planner preferred a bitmap scan of every due row plus a sort: 80 ms per claim of 1,024 on a
+/// 100,000-row queue, against 5 ms through the index.
+pub(crate) const CLAIM_PLANNER_SETTINGS: &str = "SET LOCAL enable_bitmapscan = off";
+
 /// A recipient a sender now holds under its lease.
 #[derive(Debug, Clone)]
 pub struct ClaimedRecipient {
@@ -157,39 +164,40 @@ impl Store {
     pub async fn claim_due_recipients(&self, claim: &ClaimRequest<'_>) -> Result<Vec<ClaimedRecipient>, StoreError> {
         let ClaimRequest { mailing_id, shards, limit, owner, skip_domains, paced } = *claim;
         let mut client = self.client().await?;
-        if !paced {
-            let claim = client.prepare_cached(CLAIM_DUE_RECIPIENTS_SQL).await?;
-            let rows = client.query(&claim, &[&mailing_id.get(), &shards, &limit, &owner, &skip_domains]).await?;
-            return Ok(rows.iter().map(|row| claimed_from_row(mailing_id, row)).collect());
-        }
         let transaction = client.transaction().await?;
-        let lock = transaction.prepare_cached(include_str!("../sql/lock_mailing_pace.sql")).await?;
-        let Some(pace) = transaction.query_opt(&lock, &[&mailing_id.get()]).await? else {
-            return Ok(Vec::new());
-        };
-        let max_per_hour: Option<i32> = pace.get(0);
-        let next_slot: Option<DateTime<Utc>> = pace.get(1);
-        let now: DateTime<Utc> = pace.get(2);
-        let (granted, first_slot, interval) = match max_per_hour {
-            Some(per_hour) if per_hour > 0 => {
-                let interval = chrono::Duration::microseconds(3_600_000_000 / i64::from(per_hour));
-                // At most one slot of credit after an idle time, so no burst.
-                let slot = next_slot.unwrap_or(now).max(now - interval);
-                let due = if slot > now {
-                    0
-                } else {
-                    (now - slot).num_microseconds().unwrap_or(0) / interval.num_microseconds().unwrap_or(1).max(1) + 1
-                };
-                (due.min(limit), slot, interval)
+        transaction.batch_execute(CLAIM_PLANNER_SETTINGS).await?;
+        let (granted, pace) = if paced {
+            let lock = transaction.prepare_cached(include_str!("../sql/lock_mailing_pace.sql")).await?;
+            let Some(pace) = transaction.query_opt(&lock, &[&mailing_id.get()]).await? else {
+                return Ok(Vec::new());
+            };
+            let max_per_hour: Option<i32> = pace.get(0);
+            let next_slot: Option<DateTime<Utc>> = pace.get(1);
+            let now: DateTime<Utc> = pace.get(2);
+            match max_per_hour {
+                Some(per_hour) if per_hour > 0 => {
+                    let interval = chrono::Duration::microseconds(3_600_000_000 / i64::from(per_hour));
+                    // At most one slot of credit after an idle time, so no burst.
+                    let slot = next_slot.unwrap_or(now).max(now - interval);
+                    let due = if slot > now {
+                        0
+                    } else {
+                        (now - slot).num_microseconds().unwrap_or(0) / interval.num_microseconds().unwrap_or(1).max(1)
+                            + 1
+                    };
+                    (due.min(limit), Some((slot, interval)))
+                }
+                _ => (limit, None),
             }
-            _ => (limit, now, chrono::Duration::zero()),
+        } else {
+            (limit, None)
         };
         if granted <= 0 {
             return Ok(Vec::new());
         }
         let claim = transaction.prepare_cached(CLAIM_DUE_RECIPIENTS_SQL).await?;
         let rows = transaction.query(&claim, &[&mailing_id.get(), &shards, &granted, &owner, &skip_domains]).await?;
-        if max_per_hour.is_some() {
+        if let Some((first_slot, interval)) = pace {
             let used = i32::try_from(rows.len()).unwrap_or(i32::MAX);
             let advance = transaction.prepare_cached(include_str!("../sql/set_mailing_pace_slot.sql")).await?;
             transaction.execute(&advance, &[&mailing_id.get(), &(first_slot + interval * used)]).await?;
