@@ -1,6 +1,6 @@
 //! sendwerk-store: everything sendwerk keeps in Postgres — the connection pool, forward-only
-//! migrations, mailings, the recipient queue (bulk `COPY` ingest, `FOR UPDATE SKIP LOCKED`
-//! claims, `UNNEST` write-back), delivery events and suppressions — plus the embedded
+//! migrations, mailings, the recipient queue (bulk `COPY` ingest, lease-fenced claims, `UNNEST`
+//! write-back), delivery events and suppressions — plus the embedded
 //! PostgreSQL launcher used by `sendwerk dev`, `sendwerk demo` and the tests.
 //!
 //! Every statement is hand-written in its own file under `sql/`, loaded with `include_str!` and

@@ -271,7 +271,7 @@ impl Store {
         Ok(rows.iter().map(|row| MailingId::new(row.get(0))).collect())
     }
 
-    /// Per-state recipient counts, from the counters the triggers keep.
+    /// Per-state recipient counts, from the counters the statements keep (rows in flight as `sending`).
     #[instrument(skip_all, fields(mailing_id = %id))]
     pub async fn mailing_counts(&self, id: MailingId) -> Result<StateCounts, StoreError> {
         let client = self.client().await?;
