@@ -251,6 +251,61 @@ async fn bounces_and_complaints_come_back_into_recipient_status_and_suppressions
     cluster.shutdown().await
 }
 
+/// Soft bounces (mailbox full) count per address across mailings: the address is suppressed
+/// when the limit (3 within 30 days by default) is reached, not before, and the next mailing
+/// does not send to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_bounces_suppress_an_address_once_the_limit_is_reached_within_the_window() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(TestClusterOptions { bounces: true, ..Default::default() }).await?;
+    let listener_port = cluster.bounce_listener.as_ref().expect("listener runs").local_addr().port();
+    let address = "full@soft.example";
+    let suppression_of = |cluster: &TestCluster| {
+        let mut suppressions = cluster.api.suppressions.clone();
+        async move {
+            let request = v1::CheckSuppressionsRequest { emails: vec![address.to_owned()] };
+            let found = suppressions.check_suppressions(request).await?.into_inner().suppressed;
+            anyhow::Ok(found.into_iter().map(|s| s.reason).collect::<Vec<_>>())
+        }
+    };
+    for round in 1..=3 {
+        let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+        cluster.add_recipients(id, vec![row(address, "", &[])], 10).await?;
+        cluster.schedule_now(id).await?;
+        cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
+        let message = cluster.sink.messages().into_iter().last().expect("delivered");
+        let report = dsn(address, &header_block(&message.data), "5.2.2", "552 5.2.2 mailbox full, quota exceeded");
+        assert!(matches!(
+            send_report(listener_port, &message.reverse_path, &report).await,
+            sendwerk_core::DeliveryOutcome::Delivered(_)
+        ));
+        let api = cluster.api.clone();
+        eventually(Duration::from_secs(10), "the soft bounce to be applied", move || {
+            let mut api = api.clone();
+            async move {
+                let mailing = api.mailings.get_mailing(v1::MailingRef { mailing_id: id }).await?.into_inner();
+                Ok((mailing.counts.unwrap_or_default().bounced == 1).then_some(()))
+            }
+        })
+        .await?;
+        let reasons = suppression_of(&cluster).await?;
+        if round < 3 {
+            assert!(reasons.is_empty(), "after {round} soft bounces the address is not suppressed yet: {reasons:?}");
+        } else {
+            assert_eq!(reasons, [v1::SuppressionReason::SoftBounce as i32], "the third soft bounce suppresses");
+        }
+    }
+    // The next mailing skips the address.
+    let delivered_before = cluster.sink.messages().len();
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    cluster.add_recipients(id, vec![row(address, "", &[])], 10).await?;
+    cluster.schedule_now(id).await?;
+    let done = cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
+    let counts = done.counts.unwrap_or_default();
+    assert_eq!((counts.suppressed, counts.sent), (1, 0), "{counts:?}");
+    assert_eq!(cluster.sink.messages().len(), delivered_before, "nothing more was sent");
+    cluster.shutdown().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_arriving_together_share_transactions_and_each_counts_once() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start_with(TestClusterOptions { bounces: true, ..Default::default() }).await?;
