@@ -5,8 +5,8 @@ use sendwerk_tests::cluster::{row, simple_content};
 use sendwerk_tests::{TestCluster, TestClusterOptions};
 
 /// With default planner costs the claim walked the primary key on a draining queue and ran
-/// 15x slower (measured); the embedded cluster sets SSD-like costs and the claim must use the
-/// partial index of waiting queue rows.
+/// 15x slower (measured); the embedded cluster sets SSD-like costs and the claim must read
+/// the queue through its due-time index (or, on a tiny queue, sequentially).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_claim_reads_waiting_rows_through_queue_due_draining_and_at_campaign_size() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start_with(TestClusterOptions { start_sender: false, ..Default::default() }).await?;

@@ -178,16 +178,21 @@ pub async fn connect(config: &RelayConfig) -> Result<SmtpSession, ConnectError> 
 }
 
 /// Asks again with EHLO (allowed at any time between transactions, RFC 5321 4.1.4) and looks
-/// for PIPELINING among the extensions.
+/// for PIPELINING among the extensions; a refusal means no pipelining.
 async fn offers_pipelining(
     connection: &mut AsyncSmtpConnection,
     hello: &ClientId,
     command_timeout: Duration,
 ) -> Result<bool, String> {
-    let response = tokio::time::timeout(command_timeout, connection.command(Ehlo::new(hello.clone())))
+    let response = match tokio::time::timeout(command_timeout, connection.command(Ehlo::new(hello.clone())))
         .await
         .map_err(|_| "EHLO timed out".to_owned())?
-        .map_err(|error| error_text(&error))?;
+    {
+        Ok(response) => response,
+        // A server that refuses a repeated EHLO still works, one command at a time.
+        Err(error) if error.status().is_some() => return Ok(false),
+        Err(error) => return Err(error_text(&error)),
+    };
     // The first line is the server's name, the others one extension each.
     Ok(response.message().skip(1).any(|line| {
         line.split_ascii_whitespace().next().is_some_and(|keyword| keyword.eq_ignore_ascii_case("PIPELINING"))

@@ -48,11 +48,19 @@ pub(crate) struct LeaseKeeper {
     pub hostname: String,
     pub lease: Duration,
     pub ownership_tx: watch::Sender<Arc<Ownership>>,
-    /// Shards taken over whose leftover rows are not recovered yet. Only a shard whose lease
-    /// (and so its token) is new to us can hold rows claimed under another token; a shard held
-    /// all along needs no look.
+    /// Shards taken over whose leftover rows are not recovered yet.
     pub unrecovered: BTreeSet<i16>,
+    /// Rounds run, for the periodic sweep.
+    pub rounds: u32,
 }
+
+/// Every this many rounds, recovery looks at every held shard, not only those just taken over.
+/// Rows under a foreign token can appear after a takeover's recovery: a claim by the previous
+/// holder that was already running commits with its old token, a write-back that recovery
+/// skipped (it held the row locked) aborts, or an acquisition's reply is lost and the shard
+/// shows up as renewed. The sweep reads the whole queue (no index covers leased rows, so that
+/// claims stay HOT), hence not every round.
+const SWEEP_EVERY_ROUNDS: u32 = 10;
 
 impl LeaseKeeper {
     /// Rounds run every second at most (and a third of the lease at least), so that shards move
@@ -102,7 +110,7 @@ impl LeaseKeeper {
     }
 
     /// One heartbeat: renew, rebalance towards the fair share, recover the orphans of shards
-    /// taken over, publish. Returns
+    /// taken over (of all held shards every few rounds), publish. Returns
     /// whether it took shards over and still wants more (a hand-over in progress: ask again soon).
     pub async fn round(&mut self, draining: &mut BTreeSet<i16>) -> Result<bool, StoreError> {
         let started = Instant::now();
@@ -131,8 +139,13 @@ impl LeaseKeeper {
             }
         }
         self.unrecovered.retain(|shard| held.iter().any(|h| h.shard == *shard));
-        if !self.unrecovered.is_empty() {
-            let shards: Vec<i16> = self.unrecovered.iter().copied().collect();
+        self.rounds = self.rounds.wrapping_add(1);
+        let shards: Vec<i16> = if self.rounds.is_multiple_of(SWEEP_EVERY_ROUNDS) {
+            held.iter().map(|h| h.shard).collect()
+        } else {
+            self.unrecovered.iter().copied().collect()
+        };
+        if !shards.is_empty() {
             let recovered = self.store.recover_orphaned_rows(self.worker_id, &shards).await?;
             self.unrecovered.clear();
             if recovered > 0 {

@@ -130,6 +130,7 @@ impl Sender {
             lease: self.config.lease,
             ownership_tx,
             unrecovered: std::collections::BTreeSet::new(),
+            rounds: 0,
         };
         // Take a share of the shards before claiming anything.
         let mut draining = std::collections::BTreeSet::new();

@@ -9,6 +9,16 @@
 -- statement locks the rows it changes and reads their state under the lock.
 --
 -- The INSERT trigger stays: ingest is one statement whose rows are all new.
+-- Senders of an earlier version would keep claiming and writing back with the old statements,
+-- which leave the counters to the trigger dropped here: they must all be stopped first.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM workers WHERE heartbeat_at > now() - interval '2 minutes') THEN
+        RAISE EXCEPTION 'migration 5 (counters kept by statements) needs every sender stopped first: '
+                        'a sender heartbeat is less than 2 minutes old in table workers';
+    END IF;
+END $$;
+
 DROP TRIGGER recipients_counts_update ON recipients;
 DROP FUNCTION recipients_counts_after_update();
 

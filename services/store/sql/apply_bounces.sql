@@ -8,9 +8,13 @@ WITH report AS (
 ), locked AS (
     -- Locked first, so that the state read here is the one the update replaces (two reports
     -- for one recipient may be applied at once); the counters move from it.
+    -- Only rows a report can change (sent or bounced; the state is re-checked on the row as a
+    -- concurrent writer left it), in id order, so that two batches never lock crosswise and
+    -- rows in flight are not touched.
     SELECT r.id, r.state
     FROM recipients r
-    WHERE r.id = ANY (ARRAY(SELECT id FROM report))
+    WHERE r.id = ANY (ARRAY(SELECT id FROM report)) AND r.state IN ('sent', 'bounced')
+    ORDER BY r.id
     FOR UPDATE
 ), updated AS (
     UPDATE recipients r

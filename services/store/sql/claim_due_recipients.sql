@@ -10,8 +10,8 @@
 -- No FOR UPDATE SKIP LOCKED: a shard's rows are claimed only by the sender holding its lease,
 -- so claims hardly ever meet, and locking each row before updating it cost a WAL record and
 -- about a fifth of the claim's time. Should two claims meet (a shard changing hands), the
--- second waits for the first and then re-checks `lease_owner IS NULL` on the row as the first
--- left it, so a row is never claimed twice.
+-- second waits for the first and then re-checks that the row is still waiting and due, as the
+-- first left it, so a row is never held twice at once.
 WITH due AS (
     SELECT w.recipient_id
     FROM queue w
@@ -32,7 +32,10 @@ WITH due AS (
                              FROM shard_leases l ORDER BY l.shard))[q.shard + 1],
         claimed_at = now()
     FROM due
+    -- Re-checked on the row as a meeting claim or write-back left it: still waiting, still
+    -- due, still this mailing's.
     WHERE q.recipient_id = due.recipient_id AND q.lease_owner IS NULL
+      AND q.next_attempt_at <= now() AND q.mailing_id = $1
     RETURNING q.recipient_id, q.mailing_id, q.shard, q.lease_token, q.domain,
               CASE WHEN q.retry THEN 'deferred' ELSE 'queued' END AS old_state
 ), counted AS (
