@@ -143,7 +143,7 @@ async fn held_rows_show_as_sending_and_end_cancelled_after_a_cancel() -> anyhow:
     let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
     assert_eq!((counts.cancelled, counts.sending, counts.queued), (6, 4, 0));
 
-    let outcome = |index: usize, kind| RecipientOutcome::new(claimed[index].id, kind);
+    let outcome = |index: usize, kind| RecipientOutcome::new(&claimed[index], kind);
     let outcomes = vec![
         RecipientOutcome {
             code: Some(250),

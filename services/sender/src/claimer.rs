@@ -28,7 +28,7 @@ pub(crate) struct Job {
 
 /// The outcome for a row handed back unsent; `at` moves it later.
 pub(crate) fn released(recipient: &ClaimedRecipient, at: Option<DateTime<Utc>>) -> RecipientOutcome {
-    RecipientOutcome { next_attempt_at: at, ..RecipientOutcome::new(recipient.id, OutcomeKind::Released) }
+    RecipientOutcome { next_attempt_at: at, ..RecipientOutcome::new(recipient, OutcomeKind::Released) }
 }
 
 pub(crate) struct Claimer {

@@ -69,7 +69,7 @@ impl ConnectionWorker {
 
     async fn process(&mut self, job: Job) -> RecipientOutcome {
         let recipient = &job.recipient;
-        let base = RecipientOutcome::new(recipient.id, OutcomeKind::Skipped);
+        let base = RecipientOutcome::new(recipient, OutcomeKind::Skipped);
         if recipient.suppressed {
             return RecipientOutcome {
                 kind: OutcomeKind::Suppressed,

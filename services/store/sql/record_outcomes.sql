@@ -8,65 +8,59 @@
 WITH outcome AS (
     SELECT *
     FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::text[], $6::text[],
-                $7::text[], $8::text[], $9::text[], $11::bool[])
-         AS o(id, state, next_attempt_at, code, enhanced, reply, reason, message_id, event_kind, suppress)
-), held_rows AS (
-    -- The rows this sender holds under its current lease of their shard, as of the statement's
-    -- start; the delete and update below check the lease again on the row as they find it.
-    SELECT o.*, q.mailing_id, q.lease_token, q.claimed_at, q.retry
-    FROM outcome o
-    JOIN queue q ON q.recipient_id = o.id
-    WHERE q.lease_owner = $10
-      -- The token of every shard, read once (all 256 rows exist; element shard + 1), NULL
-      -- where $10 holds no unexpired lease. A lease lookup per row cost about a tenth of the
-      -- statement, and as an EXISTS semi-join the planner drove the statement from the held
-      -- leases and rescanned the outcomes for every row in flight.
-      AND q.lease_token = (ARRAY(SELECT CASE WHEN l.owner = $10 AND l.expires_at > now() THEN l.token END
-                                 FROM shard_leases l ORDER BY l.shard))[q.shard + 1]
+                $7::text[], $8::text[], $9::text[], $11::bool[], $12::bigint[])
+         AS o(id, state, next_attempt_at, code, enhanced, reply, reason, message_id, event_kind, suppress,
+              mailing_id)
 ), mailing AS (
-    -- The key-share lock, taken once per mailing, orders this write against a concurrent
-    -- cancel, which locks the mailing for update: either the cancel sees the rows handed back
-    -- here, or this sees the mailing cancelled.
+    -- The key-share lock, taken once per mailing before any queue row is touched, orders this
+    -- write against a concurrent cancel, which locks the mailing for update: either the cancel
+    -- sees the rows handed back here, or this sees the mailing cancelled.
     SELECT m.id, m.state
     FROM mailings m
-    WHERE m.id = ANY (ARRAY(SELECT DISTINCT mailing_id FROM held_rows))
+    WHERE m.id = ANY (ARRAY(SELECT DISTINCT mailing_id FROM outcome))
     FOR KEY SHARE
-), held AS (
-    SELECT h.*,
-           h.state IN ('queued', 'deferred') AND m.state = 'cancelled' AS cancelled,
-           h.state IN ('queued', 'deferred') AND m.state <> 'cancelled' AS requeue,
-           -- The recipient's state afterwards: a row handed back unsent keeps its state of
-           -- record (`deferred` exactly when its queue row is a retry).
-           CASE WHEN h.state IN ('queued', 'deferred') AND m.state = 'cancelled' THEN 'cancelled'
-                WHEN h.event_kind = 'released' THEN CASE WHEN h.retry THEN 'deferred' ELSE 'queued' END
-                ELSE h.state END AS new_state
-    FROM held_rows h
-    JOIN mailing m ON m.id = h.mailing_id
+), decided AS (
+    SELECT o.*,
+           o.state IN ('queued', 'deferred') AND m.state = 'cancelled' AS cancelled,
+           o.state IN ('queued', 'deferred') AND m.state <> 'cancelled' AS requeue
+    FROM outcome o
+    JOIN mailing m ON m.id = o.mailing_id
 ), dequeued AS (
-    -- No row lock beforehand (it cost a WAL record per row): should the row have changed
-    -- since the statement started (recovered by the shard's next owner), the lease condition
-    -- is checked again on its new version and the row is left alone.
+    -- Only a row this sender holds under its current lease of the row's shard is written: the
+    -- conditions are checked on the row as the delete finds it (no lock and no read
+    -- beforehand; a row recovered meanwhile by the shard's next owner is left alone). The
+    -- tokens of all 256 shards are read once (element shard + 1), NULL where $10 holds no
+    -- unexpired lease; a lease lookup per row cost about a tenth of the statement.
     DELETE FROM queue q
-    USING held h
-    WHERE q.recipient_id = h.id AND NOT h.requeue
-      AND q.lease_owner = $10 AND q.lease_token = h.lease_token
-    RETURNING h.*
+    USING decided d
+    WHERE q.recipient_id = d.id AND q.mailing_id = d.mailing_id AND NOT d.requeue
+      AND q.lease_owner = $10
+      AND q.lease_token = (ARRAY(SELECT CASE WHEN l.owner = $10 AND l.expires_at > now() THEN l.token END
+                                 FROM shard_leases l ORDER BY l.shard))[q.shard + 1]
+    RETURNING d.*, q.claimed_at, q.retry
 ), requeued AS (
     UPDATE queue q
     SET lease_owner = NULL,
         lease_token = NULL,
-        claimed_at = NULL,
-        next_attempt_at = coalesce(h.next_attempt_at, q.next_attempt_at),
-        retry = q.retry OR h.event_kind <> 'released'
-    FROM held h
-    WHERE q.recipient_id = h.id AND h.requeue
-      AND q.lease_owner = $10 AND q.lease_token = h.lease_token
-    RETURNING h.*
+        -- claimed_at keeps the last claim's time (RETURNING gives the new values, and the
+        -- recipient's first attempt time is taken from it); it means nothing while unleased.
+        next_attempt_at = coalesce(d.next_attempt_at, q.next_attempt_at),
+        retry = q.retry OR d.event_kind <> 'released'
+    FROM decided d
+    WHERE q.recipient_id = d.id AND q.mailing_id = d.mailing_id AND d.requeue
+      AND q.lease_owner = $10
+      AND q.lease_token = (ARRAY(SELECT CASE WHEN l.owner = $10 AND l.expires_at > now() THEN l.token END
+                                 FROM shard_leases l ORDER BY l.shard))[q.shard + 1]
+    -- For a row handed back unsent, retry is unchanged, so the new value is the old one.
+    RETURNING d.*, q.claimed_at, q.retry
 ), written AS (
-    -- The rows actually written: those whose lease held up to the delete or update.
-    SELECT * FROM dequeued
-    UNION ALL
-    SELECT * FROM requeued
+    -- The rows actually written, with the recipient's state afterwards: a row handed back
+    -- unsent keeps its state of record (`deferred` exactly when its queue row is a retry).
+    SELECT w.*,
+           CASE WHEN w.cancelled THEN 'cancelled'
+                WHEN w.event_kind = 'released' THEN CASE WHEN w.retry THEN 'deferred' ELSE 'queued' END
+                ELSE w.state END AS new_state
+    FROM (SELECT * FROM dequeued UNION ALL SELECT * FROM requeued) AS w
 ), updated AS (
     UPDATE recipients r
     SET state = CASE WHEN h.cancelled THEN 'cancelled' ELSE h.state END,

@@ -74,6 +74,8 @@ pub enum OutcomeKind {
 #[derive(Debug, Clone)]
 pub struct RecipientOutcome {
     pub id: RecipientId,
+    /// The mailing the row was claimed for (the write-back locks it).
+    pub mailing_id: MailingId,
     pub kind: OutcomeKind,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub code: Option<i32>,
@@ -87,9 +89,10 @@ pub struct RecipientOutcome {
 
 impl RecipientOutcome {
     /// An outcome of `kind` for a claimed row, with no reply, reason or schedule yet.
-    pub fn new(id: RecipientId, kind: OutcomeKind) -> Self {
+    pub fn new(claimed: &ClaimedRecipient, kind: OutcomeKind) -> Self {
         Self {
-            id,
+            id: claimed.id,
+            mailing_id: claimed.mailing_id,
             kind,
             next_attempt_at: None,
             code: None,
@@ -223,6 +226,7 @@ impl Store {
         let mut message_ids = Vec::with_capacity(outcomes.len());
         let mut events = Vec::with_capacity(outcomes.len());
         let mut suppress = Vec::with_capacity(outcomes.len());
+        let mut mailing_ids = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
             let (state, event) = outcome.kind.state_and_event();
             ids.push(outcome.id.get());
@@ -235,6 +239,7 @@ impl Store {
             message_ids.push(outcome.message_id.as_deref());
             events.push(event);
             suppress.push(outcome.suppress);
+            mailing_ids.push(outcome.mailing_id.get());
         }
         let client = self.client().await?;
         let record = client.prepare_cached(include_str!("../sql/record_outcomes.sql")).await?;
@@ -253,6 +258,7 @@ impl Store {
                     &events,
                     &owner,
                     &suppress,
+                    &mailing_ids,
                 ],
             )
             .await?;
