@@ -25,18 +25,21 @@ WITH outcome AS (
            o.state IN ('queued', 'deferred') AND m.state <> 'cancelled' AS requeue
     FROM outcome o
     JOIN mailing m ON m.id = o.mailing_id
+), lease AS (
+    -- The token of every shard (all 256 rows exist; element shard + 1), NULL where $10 holds
+    -- no unexpired lease: read once, where a lease lookup per row cost about a tenth of the
+    -- statement.
+    SELECT ARRAY(SELECT CASE WHEN l.owner = $10 AND l.expires_at > now() THEN l.token END
+                 FROM shard_leases l ORDER BY l.shard) AS tokens
 ), dequeued AS (
     -- Only a row this sender holds under its current lease of the row's shard is written: the
     -- conditions are checked on the row as the delete finds it (no lock and no read
-    -- beforehand; a row recovered meanwhile by the shard's next owner is left alone). The
-    -- tokens of all 256 shards are read once (element shard + 1), NULL where $10 holds no
-    -- unexpired lease; a lease lookup per row cost about a tenth of the statement.
+    -- beforehand; a row recovered meanwhile by the shard's next owner is left alone).
     DELETE FROM queue q
-    USING decided d
+    USING decided d, lease
     WHERE q.recipient_id = d.id AND q.mailing_id = d.mailing_id AND NOT d.requeue
       AND q.lease_owner = $10
-      AND q.lease_token = (ARRAY(SELECT CASE WHEN l.owner = $10 AND l.expires_at > now() THEN l.token END
-                                 FROM shard_leases l ORDER BY l.shard))[q.shard + 1]
+      AND q.lease_token = lease.tokens[q.shard + 1]
     RETURNING d.*, q.claimed_at, q.retry
 ), requeued AS (
     UPDATE queue q
@@ -46,11 +49,10 @@ WITH outcome AS (
         -- recipient's first attempt time is taken from it); it means nothing while unleased.
         next_attempt_at = coalesce(d.next_attempt_at, q.next_attempt_at),
         retry = q.retry OR d.event_kind <> 'released'
-    FROM decided d
+    FROM decided d, lease
     WHERE q.recipient_id = d.id AND q.mailing_id = d.mailing_id AND d.requeue
       AND q.lease_owner = $10
-      AND q.lease_token = (ARRAY(SELECT CASE WHEN l.owner = $10 AND l.expires_at > now() THEN l.token END
-                                 FROM shard_leases l ORDER BY l.shard))[q.shard + 1]
+      AND q.lease_token = lease.tokens[q.shard + 1]
     -- For a row handed back unsent, retry is unchanged, so the new value is the old one.
     RETURNING d.*, q.claimed_at, q.retry
 ), written AS (
