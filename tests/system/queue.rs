@@ -28,7 +28,7 @@ async fn the_claim_reads_waiting_rows_through_queue_due_draining_and_at_campaign
         .await?;
     client.batch_execute("VACUUM ANALYZE queue").await?;
     let plan = cluster.store.explain_claim(MailingId::new(id)).await?;
-    // The primary keys serve the `UPDATE … FROM due` join and the recipient lookup by id. On
+    // The update fetches the rows it found by place (ctid), the recipients by primary key. On
     // this small narrow queue (154 pages, 400 live rows) the planner may read it
     // sequentially instead of through `queue_due`; the wide recipients table must never be
     // scanned, only read by primary key. (`w` is the claim's alias for the waiting rows.)
@@ -100,30 +100,10 @@ async fn per_state_counts_follow_every_transition() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_rows_show_as_sending_and_end_cancelled_after_a_cancel() -> anyhow::Result<()> {
     use sendwerk_proto::v1;
-    use sendwerk_store::{ClaimRequest, OutcomeKind, RecipientOutcome};
+    use sendwerk_store::{OutcomeKind, RecipientOutcome};
 
     let mut cluster = TestCluster::start_with(TestClusterOptions { start_sender: false, ..Default::default() }).await?;
-    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
-    let rows: Vec<_> = (0..10).map(|i| row(&format!("h{i}@held.example"), "", &[])).collect();
-    cluster.add_recipients(id, rows, 10).await?;
-    cluster.schedule_now(id).await?;
-    assert_eq!(cluster.store.activate_due_mailings().await?, vec![MailingId::new(id)]);
-
-    let owner = uuid::Uuid::new_v4();
-    cluster.store.heartbeat_worker(owner, "test").await?;
-    let held = cluster.store.acquire_shard_leases(owner, Duration::from_secs(60), 256).await?;
-    let shards: Vec<i16> = held.iter().map(|lease| lease.shard).collect();
-    let claimed = cluster
-        .store
-        .claim_due_recipients(&ClaimRequest {
-            mailing_id: MailingId::new(id),
-            shards: &shards,
-            limit: 4,
-            owner,
-            skip_domains: &[],
-            paced: false,
-        })
-        .await?;
+    let (id, owner, claimed) = hold_rows(&mut cluster, 10, 4).await?;
     assert_eq!(claimed.len(), 4);
     assert!(claimed.iter().all(|recipient| recipient.attempts == 1));
 
@@ -181,5 +161,76 @@ async fn held_rows_show_as_sending_and_end_cancelled_after_a_cancel() -> anyhow:
     assert_eq!(by_id(&claimed[0]).2.as_deref(), Some("<m0@sendwerk.test>"));
     assert_eq!(by_id(&claimed[2]).1, 1, "a deferred attempt counts");
     assert_eq!(by_id(&claimed[3]).1, 0, "a row handed back unsent was not attempted");
+    cluster.shutdown().await
+}
+
+/// A sending mailing of `total` recipients, with `limit` of them claimed by a new sender that
+/// holds every shard: (mailing id, sender, claimed rows).
+async fn hold_rows(
+    cluster: &mut TestCluster,
+    total: usize,
+    limit: i64,
+) -> anyhow::Result<(i64, uuid::Uuid, Vec<sendwerk_store::ClaimedRecipient>)> {
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    let rows: Vec<_> = (0..total).map(|i| row(&format!("h{i}@held.example"), "", &[])).collect();
+    cluster.add_recipients(id, rows, 10).await?;
+    cluster.schedule_now(id).await?;
+    assert_eq!(cluster.store.activate_due_mailings().await?, vec![MailingId::new(id)]);
+    let owner = uuid::Uuid::new_v4();
+    cluster.store.heartbeat_worker(owner, "test").await?;
+    let held = cluster.store.acquire_shard_leases(owner, Duration::from_secs(60), 256).await?;
+    let shards: Vec<i16> = held.iter().map(|lease| lease.shard).collect();
+    let claimed = cluster
+        .store
+        .claim_due_recipients(&sendwerk_store::ClaimRequest {
+            mailing_id: MailingId::new(id),
+            shards: &shards,
+            limit,
+            owner,
+            skip_domains: &[],
+            paced: false,
+        })
+        .await?;
+    Ok((id, owner, claimed))
+}
+
+/// The write-back goes to each queue row where the claim left it (its ctid). A table rewrite
+/// between claim and write-back (here `VACUUM FULL`, as an operator or pg_repack might run it)
+/// moves every row; the outcomes must still all be written, none left leased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_are_written_after_a_table_rewrite_moved_the_claimed_rows() -> anyhow::Result<()> {
+    use sendwerk_store::{OutcomeKind, RecipientOutcome};
+
+    let mut cluster = TestCluster::start_with(TestClusterOptions { start_sender: false, ..Default::default() }).await?;
+    let (id, owner, claimed) = hold_rows(&mut cluster, 10, 6).await?;
+    assert_eq!(claimed.len(), 6);
+    let (client, connection) = tokio_postgres::connect(&cluster.database_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    client.batch_execute("VACUUM FULL queue").await?;
+    let places: Vec<String> = client
+        .query("SELECT ctid::text FROM queue WHERE mailing_id = $1 AND lease_owner IS NOT NULL", &[&id])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert!(
+        claimed.iter().any(|recipient| !places.contains(&recipient.queue_row)),
+        "the rewrite must have moved claimed rows ({places:?}) for this test to mean anything"
+    );
+
+    let outcomes: Vec<_> = claimed
+        .iter()
+        .map(|recipient| RecipientOutcome { code: Some(250), ..RecipientOutcome::new(recipient, OutcomeKind::Sent) })
+        .collect();
+    // A sender without the leases is still fenced off, wherever the rows are.
+    assert_eq!(cluster.store.record_outcomes(uuid::Uuid::new_v4(), &outcomes).await?, 0);
+    assert_eq!(cluster.store.record_outcomes(owner, &outcomes).await?, 6);
+    let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
+    assert_eq!((counts.sent, counts.sending, counts.queued), (6, 0, 4));
+    let leased: i64 = client
+        .query_one("SELECT count(*) FROM queue WHERE mailing_id = $1 AND lease_owner IS NOT NULL", &[&id])
+        .await?
+        .get(0);
+    assert_eq!(leased, 0, "no row stays leased");
     cluster.shutdown().await
 }

@@ -2,24 +2,32 @@
 -- it holds an unexpired lease on, skipping destination domains in $5 (paused or backing off).
 -- Only the narrow queue row is written: it records the sender, the lease's fencing token and
 -- the claim time (no index covers those, so the update is HOT when the page has room). The
--- recipient row is only read; the rows move to `sending` in the mailing's counters. Commits at once; no transaction is held
--- across SMTP. (The tokens are read once into an array: joining the held leases into the
--- UPDATE made the planner repeat the row lookups for every held shard, and a lookup per row
--- cost a tenth of the claim.)
+-- recipient row is only read; the rows move to `sending` in the mailing's counters. Commits at
+-- once; no transaction is held across SMTP. (The tokens are read once into an array: joining
+-- the held leases into the UPDATE made the planner repeat the row lookups for every held
+-- shard, and a lookup per row cost a tenth of the claim.)
 --
 -- No FOR UPDATE SKIP LOCKED: a shard's rows are claimed only by the sender holding its lease,
 -- so claims hardly ever meet, and locking each row before updating it cost a WAL record and
 -- about a fifth of the claim's time. Should two claims meet (a shard changing hands), the
 -- second waits for the first and then re-checks that the row is still waiting and due, as the
 -- first left it, so a row is never held twice at once.
-WITH due AS (
-    SELECT w.recipient_id
-    FROM queue w
+WITH lease AS (
+    -- The token of every shard (all 256 rows exist; element shard + 1), NULL where $4 holds no
+    -- unexpired lease: read once. (Matching the shards in $2 against the lease table instead
+    -- descended its index once per shard: about one buffer hit per claimed row.)
+    SELECT ARRAY(SELECT CASE WHEN l.owner = $4 AND l.expires_at > now() THEN l.token END
+                 FROM shard_leases l ORDER BY l.shard) AS tokens
+), due AS (
+    -- Rows are addressed by their place (ctid) from here on: the update below fetches each
+    -- one directly instead of descending the primary key again.
+    SELECT w.ctid
+    FROM queue w, lease
     WHERE w.mailing_id = $1
       AND w.lease_owner IS NULL
       AND w.next_attempt_at <= now()
-      AND w.shard = ANY (ARRAY(SELECT l.shard FROM shard_leases l
-                               WHERE l.owner = $4 AND l.expires_at > now() AND l.shard = ANY ($2::smallint[])))
+      AND w.shard = ANY ($2::smallint[])
+      AND lease.tokens[w.shard + 1] IS NOT NULL
       AND w.domain <> ALL ($5::text[])
       AND EXISTS (SELECT 1 FROM mailings m WHERE m.id = $1 AND m.state = 'sending')
     ORDER BY w.next_attempt_at
@@ -27,16 +35,15 @@ WITH due AS (
 ), claimed AS (
     UPDATE queue q
     SET lease_owner = $4,
-        -- Every shard's token read once (all 256 rows exist; element shard + 1).
-        lease_token = (ARRAY(SELECT CASE WHEN l.owner = $4 THEN l.token END
-                             FROM shard_leases l ORDER BY l.shard))[q.shard + 1],
+        lease_token = lease.tokens[q.shard + 1],
         claimed_at = now()
-    FROM due
-    -- Re-checked on the row as a meeting claim or write-back left it: still waiting, still
-    -- due, still this mailing's.
-    WHERE q.recipient_id = due.recipient_id AND q.lease_owner IS NULL
+    FROM due, lease
+    -- Re-checked on the row as a meeting claim or write-back left it (a row updated meanwhile
+    -- is followed to its newest version): still waiting, still due, still this mailing's.
+    WHERE q.ctid = due.ctid AND q.lease_owner IS NULL
       AND q.next_attempt_at <= now() AND q.mailing_id = $1
-    RETURNING q.recipient_id, q.mailing_id, q.shard, q.lease_token, q.domain,
+    -- The new version's place, which the write-back goes to directly.
+    RETURNING q.recipient_id, q.mailing_id, q.shard, q.lease_token, q.domain, q.ctid::text AS queue_row,
               CASE WHEN q.retry THEN 'deferred' ELSE 'queued' END AS old_state
 ), counted AS (
     INSERT INTO mailing_counts (mailing_id, state, part, n)
@@ -50,6 +57,6 @@ SELECT r.id, r.email, r.external_id, r.variables, r.attempts + 1,
        extract(epoch FROM (now() - coalesce(r.first_attempt_at, now())))::float8 AS seconds_since_first_attempt,
        EXISTS (SELECT 1 FROM suppressions s
                WHERE s.tenant_id = r.tenant_id AND s.email = lower(r.email)) AS suppressed,
-       c.shard, c.lease_token, c.domain
+       c.shard, c.lease_token, c.domain, c.queue_row
 FROM claimed c
 JOIN recipients r ON r.id = c.recipient_id

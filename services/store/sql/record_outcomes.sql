@@ -1,29 +1,26 @@
--- Writes back a batch of outcomes for rows sender $10 still holds, with one event each. The
--- shard lease is the fence: a sender whose lease expired or moved on (token changed) writes
--- nothing, even for rows nobody has recovered yet.
+-- Writes back a batch of outcomes for rows sender $10 still holds, with one event each, and
+-- returns the ids of the rows written. The shard lease is the fence: a sender whose lease
+-- expired or moved on (token changed) writes nothing, even for rows nobody has recovered yet.
 --
 -- A final outcome removes the queue row; a retry hands it back with its next attempt time. The
 -- recipient row is updated once, with the outcome (a row handed back unsent keeps its state and
 -- its attempt count). A retry of a cancelled mailing's row ends it `cancelled`.
-WITH outcome AS (
-    SELECT *
-    FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::text[], $6::text[],
-                $7::text[], $8::text[], $9::text[], $11::bool[], $12::bigint[])
-         AS o(id, state, next_attempt_at, code, enhanced, reply, reason, message_id, event_kind, suppress,
-              mailing_id)
-), mailing AS (
+WITH mailing AS (
     -- The key-share lock, taken once per mailing before any queue row is touched, orders this
     -- write against a concurrent cancel, which locks the mailing for update: either the cancel
     -- sees the rows handed back here, or this sees the mailing cancelled.
     SELECT m.id, m.state
     FROM mailings m
-    WHERE m.id = ANY (ARRAY(SELECT DISTINCT mailing_id FROM outcome))
+    WHERE m.id = ANY ($12::bigint[])
     FOR KEY SHARE
 ), decided AS (
     SELECT o.*,
            o.state IN ('queued', 'deferred') AND m.state = 'cancelled' AS cancelled,
            o.state IN ('queued', 'deferred') AND m.state <> 'cancelled' AS requeue
-    FROM outcome o
+    FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::int[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::text[], $11::bool[], $12::bigint[], $13::text[])
+         AS o(id, state, next_attempt_at, code, enhanced, reply, reason, message_id, event_kind, suppress,
+              mailing_id, queue_row)
     JOIN mailing m ON m.id = o.mailing_id
 ), lease AS (
     -- The token of every shard (all 256 rows exist; element shard + 1), NULL where $10 holds
@@ -34,10 +31,14 @@ WITH outcome AS (
 ), dequeued AS (
     -- Only a row this sender holds under its current lease of the row's shard is written: the
     -- conditions are checked on the row as the delete finds it (no lock and no read
-    -- beforehand; a row recovered meanwhile by the shard's next owner is left alone).
+    -- beforehand; a row recovered meanwhile by the shard's next owner is left alone). The row
+    -- is fetched where the claim left it (its ctid), without a primary-key descent: a row
+    -- since changed by anyone else is no longer this sender's anyway, and one moved by a table
+    -- rewrite is not found here and is looked up again by the caller.
     DELETE FROM queue q
     USING decided d, lease
-    WHERE q.recipient_id = d.id AND q.mailing_id = d.mailing_id AND NOT d.requeue
+    WHERE q.ctid = d.queue_row::tid AND q.recipient_id = d.id AND q.mailing_id = d.mailing_id
+      AND NOT d.requeue
       AND q.lease_owner = $10
       AND q.lease_token = lease.tokens[q.shard + 1]
     RETURNING d.*, q.claimed_at, q.retry
@@ -50,7 +51,8 @@ WITH outcome AS (
         next_attempt_at = coalesce(d.next_attempt_at, q.next_attempt_at),
         retry = q.retry OR d.event_kind <> 'released'
     FROM decided d, lease
-    WHERE q.recipient_id = d.id AND q.mailing_id = d.mailing_id AND d.requeue
+    WHERE q.ctid = d.queue_row::tid AND q.recipient_id = d.id AND q.mailing_id = d.mailing_id
+      AND d.requeue
       AND q.lease_owner = $10
       AND q.lease_token = lease.tokens[q.shard + 1]
     -- For a row handed back unsent, retry is unchanged, so the new value is the old one.
@@ -102,4 +104,4 @@ WITH outcome AS (
          mailing_count_changes(a.ids, a.olds, a.news, 2::smallint) AS c
     ON CONFLICT (mailing_id, state, part) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 )
-SELECT count(*) FROM written
+SELECT coalesce(array_agg(id), '{}') FROM written

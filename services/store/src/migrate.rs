@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "bounces", include_str!("../migrations/0003_bounces.sql")),
     (4, "queue_table", include_str!("../migrations/0004_queue_table.sql")),
     (5, "counts_in_statements", include_str!("../migrations/0005_counts_in_statements.sql")),
+    (6, "event_id_brin", include_str!("../migrations/0006_event_id_brin.sql")),
 ];
 
 /// An arbitrary, fixed key for `pg_advisory_lock`: "sendwerk" in ASCII.

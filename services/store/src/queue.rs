@@ -1,6 +1,7 @@
 //! The delivery queue: activating due mailings, claiming due recipients under a lease, writing
 //! outcomes back in batches, completing mailings, and recovering the rows of dead senders.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -37,6 +38,9 @@ pub struct ClaimedRecipient {
     /// The fencing token of the shard lease it was claimed under.
     pub lease_token: i64,
     pub domain: String,
+    /// Where the claim left the row's queue entry (its ctid), so that the write-back goes
+    /// there directly; a row found elsewhere (the table was rewritten) is looked up by key.
+    pub queue_row: String,
 }
 
 /// What to claim, and for whom.
@@ -85,6 +89,8 @@ pub struct RecipientOutcome {
     pub message_id: Option<String>,
     /// Suppress the address (a permanent rejection of the address itself).
     pub suppress: bool,
+    /// The queue entry's place as claimed ([`ClaimedRecipient::queue_row`]).
+    pub queue_row: String,
 }
 
 impl RecipientOutcome {
@@ -101,8 +107,66 @@ impl RecipientOutcome {
             reason: None,
             message_id: None,
             suppress: false,
+            queue_row: claimed.queue_row.clone(),
         }
     }
+}
+
+/// One write-back statement (`record_outcomes.sql`): the ids of the rows written.
+async fn write_outcomes(
+    client: &deadpool_postgres::Client,
+    owner: Uuid,
+    outcomes: &[RecipientOutcome],
+) -> Result<Vec<i64>, StoreError> {
+    let mut ids = Vec::with_capacity(outcomes.len());
+    let mut states = Vec::with_capacity(outcomes.len());
+    let mut next_attempts = Vec::with_capacity(outcomes.len());
+    let mut codes = Vec::with_capacity(outcomes.len());
+    let mut enhanced = Vec::with_capacity(outcomes.len());
+    let mut replies = Vec::with_capacity(outcomes.len());
+    let mut reasons = Vec::with_capacity(outcomes.len());
+    let mut message_ids = Vec::with_capacity(outcomes.len());
+    let mut events = Vec::with_capacity(outcomes.len());
+    let mut suppress = Vec::with_capacity(outcomes.len());
+    let mut mailing_ids = Vec::with_capacity(outcomes.len());
+    let mut queue_rows = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        let (state, event) = outcome.kind.state_and_event();
+        ids.push(outcome.id.get());
+        states.push(state.as_str());
+        next_attempts.push(outcome.next_attempt_at);
+        codes.push(outcome.code);
+        enhanced.push(outcome.enhanced.as_deref());
+        replies.push(outcome.reply.as_deref());
+        reasons.push(outcome.reason.as_deref());
+        message_ids.push(outcome.message_id.as_deref());
+        events.push(event);
+        suppress.push(outcome.suppress);
+        mailing_ids.push(outcome.mailing_id.get());
+        queue_rows.push(outcome.queue_row.as_str());
+    }
+    let record = client.prepare_cached(include_str!("../sql/record_outcomes.sql")).await?;
+    let written = client
+        .query_one(
+            &record,
+            &[
+                &ids,
+                &states,
+                &next_attempts,
+                &codes,
+                &enhanced,
+                &replies,
+                &reasons,
+                &message_ids,
+                &events,
+                &owner,
+                &suppress,
+                &mailing_ids,
+                &queue_rows,
+            ],
+        )
+        .await?;
+    Ok(written.get(0))
 }
 
 fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> ClaimedRecipient {
@@ -121,6 +185,7 @@ fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> Claimed
         shard: row.get(7),
         lease_token: row.get(8),
         domain: row.get(9),
+        queue_row: row.get(10),
     }
 }
 
@@ -211,58 +276,38 @@ impl Store {
 
     /// Writes back outcomes for rows `owner` still holds, with one delivery event each, in one
     /// statement. Returns how many rows were written: rows whose lease was lost are skipped.
+    ///
+    /// Each row is written where its claim left it. Rows not found there are looked up by key
+    /// and written again if they moved (a table rewrite, such as `VACUUM FULL`, moves every
+    /// row); a row changed by anyone else is no longer this sender's, and stays unwritten.
     #[instrument(skip_all, fields(num_outcomes = outcomes.len()))]
     pub async fn record_outcomes(&self, owner: Uuid, outcomes: &[RecipientOutcome]) -> Result<u64, StoreError> {
         if outcomes.is_empty() {
             return Ok(0);
         }
-        let mut ids = Vec::with_capacity(outcomes.len());
-        let mut states = Vec::with_capacity(outcomes.len());
-        let mut next_attempts = Vec::with_capacity(outcomes.len());
-        let mut codes = Vec::with_capacity(outcomes.len());
-        let mut enhanced = Vec::with_capacity(outcomes.len());
-        let mut replies = Vec::with_capacity(outcomes.len());
-        let mut reasons = Vec::with_capacity(outcomes.len());
-        let mut message_ids = Vec::with_capacity(outcomes.len());
-        let mut events = Vec::with_capacity(outcomes.len());
-        let mut suppress = Vec::with_capacity(outcomes.len());
-        let mut mailing_ids = Vec::with_capacity(outcomes.len());
-        for outcome in outcomes {
-            let (state, event) = outcome.kind.state_and_event();
-            ids.push(outcome.id.get());
-            states.push(state.as_str());
-            next_attempts.push(outcome.next_attempt_at);
-            codes.push(outcome.code);
-            enhanced.push(outcome.enhanced.as_deref());
-            replies.push(outcome.reply.as_deref());
-            reasons.push(outcome.reason.as_deref());
-            message_ids.push(outcome.message_id.as_deref());
-            events.push(event);
-            suppress.push(outcome.suppress);
-            mailing_ids.push(outcome.mailing_id.get());
-        }
         let client = self.client().await?;
-        let record = client.prepare_cached(include_str!("../sql/record_outcomes.sql")).await?;
-        let written = client
-            .query_one(
-                &record,
-                &[
-                    &ids,
-                    &states,
-                    &next_attempts,
-                    &codes,
-                    &enhanced,
-                    &replies,
-                    &reasons,
-                    &message_ids,
-                    &events,
-                    &owner,
-                    &suppress,
-                    &mailing_ids,
-                ],
-            )
-            .await?;
-        Ok(u64::try_from(written.get::<_, i64>(0)).unwrap_or(0))
+        let written = write_outcomes(&client, owner, outcomes).await?;
+        if written.len() == outcomes.len() {
+            return Ok(written.len() as u64);
+        }
+        let written: HashSet<i64> = written.into_iter().collect();
+        let missed: Vec<i64> =
+            outcomes.iter().map(|outcome| outcome.id.get()).filter(|id| !written.contains(id)).collect();
+        let locate = client.prepare_cached(include_str!("../sql/locate_queue_rows.sql")).await?;
+        let places: HashMap<i64, String> =
+            client.query(&locate, &[&missed]).await?.iter().map(|row| (row.get(0), row.get(1))).collect();
+        let moved: Vec<RecipientOutcome> = outcomes
+            .iter()
+            .filter_map(|outcome| {
+                let place = places.get(&outcome.id.get()).filter(|place| **place != outcome.queue_row)?;
+                Some(RecipientOutcome { queue_row: place.clone(), ..outcome.clone() })
+            })
+            .collect();
+        if moved.is_empty() {
+            return Ok(written.len() as u64);
+        }
+        tracing::debug!(num_moved = moved.len(), "queue rows moved since their claim; writing them at their new place");
+        Ok((written.len() + write_outcomes(&client, owner, &moved).await?.len()) as u64)
     }
 
     /// Completes the given sending mailings that have no recipient left to send. Locks each
