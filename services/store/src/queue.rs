@@ -112,11 +112,43 @@ impl RecipientOutcome {
     }
 }
 
-/// One write-back statement (`record_outcomes.sql`): the ids of the rows written.
+/// Writes `outcomes`, all final or all not (one statement), at the places they were claimed,
+/// then once more for the rows that moved since: how many were written.
+async fn write_where_claimed(
+    client: &deadpool_postgres::Client,
+    owner: Uuid,
+    outcomes: &[&RecipientOutcome],
+) -> Result<u64, StoreError> {
+    let written = write_outcomes(client, owner, outcomes).await?;
+    if written.len() == outcomes.len() {
+        return Ok(written.len() as u64);
+    }
+    let written: HashSet<i64> = written.into_iter().collect();
+    let missed: Vec<i64> = outcomes.iter().map(|outcome| outcome.id.get()).filter(|id| !written.contains(id)).collect();
+    let locate = client.prepare_cached(include_str!("../sql/locate_queue_rows.sql")).await?;
+    let places: HashMap<i64, String> =
+        client.query(&locate, &[&missed]).await?.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let moved: Vec<RecipientOutcome> = outcomes
+        .iter()
+        .filter_map(|outcome| {
+            let place = places.get(&outcome.id.get()).filter(|place| **place != outcome.queue_row)?;
+            Some(RecipientOutcome { queue_row: place.clone(), ..(*outcome).clone() })
+        })
+        .collect();
+    if moved.is_empty() {
+        return Ok(written.len() as u64);
+    }
+    tracing::debug!(num_moved = moved.len(), "queue rows moved since their claim; writing them at their new place");
+    let moved: Vec<&RecipientOutcome> = moved.iter().collect();
+    Ok((written.len() + write_outcomes(client, owner, &moved).await?.len()) as u64)
+}
+
+/// One write-back statement: `finish_outcomes.sql` when every outcome is final, else
+/// `record_outcomes.sql`. Returns the ids of the rows written.
 async fn write_outcomes(
     client: &deadpool_postgres::Client,
     owner: Uuid,
-    outcomes: &[RecipientOutcome],
+    outcomes: &[&RecipientOutcome],
 ) -> Result<Vec<i64>, StoreError> {
     let mut ids = Vec::with_capacity(outcomes.len());
     let mut states = Vec::with_capacity(outcomes.len());
@@ -145,28 +177,31 @@ async fn write_outcomes(
         mailing_ids.push(outcome.mailing_id.get());
         queue_rows.push(outcome.queue_row.as_str());
     }
-    let record = client.prepare_cached(include_str!("../sql/record_outcomes.sql")).await?;
-    let written = client
-        .query_one(
-            &record,
-            &[
-                &ids,
-                &states,
-                &next_attempts,
-                &codes,
-                &enhanced,
-                &replies,
-                &reasons,
-                &message_ids,
-                &events,
-                &owner,
-                &suppress,
-                &mailing_ids,
-                &queue_rows,
-            ],
-        )
-        .await?;
-    Ok(written.get(0))
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &ids,
+        &states,
+        &next_attempts,
+        &codes,
+        &enhanced,
+        &replies,
+        &reasons,
+        &message_ids,
+        &events,
+        &owner,
+        &suppress,
+        &mailing_ids,
+        &queue_rows,
+    ];
+    let sql = if outcomes.iter().all(|outcome| outcome.kind.is_final()) {
+        // A final outcome has no next attempt; the statement takes every other parameter.
+        params.remove(2);
+        include_str!("../sql/finish_outcomes.sql")
+    } else {
+        include_str!("../sql/record_outcomes.sql")
+    };
+    let statement = client.prepare_cached(sql).await?;
+    let row = client.query_one(&statement, &params).await?;
+    Ok(row.get(0))
 }
 
 fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> ClaimedRecipient {
@@ -190,6 +225,11 @@ fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> Claimed
 }
 
 impl OutcomeKind {
+    /// Whether the outcome ends the recipient's delivery (its queue row goes).
+    pub fn is_final(self) -> bool {
+        self.state_and_event().0.is_final()
+    }
+
     /// The recipient state an outcome writes, and its event. A released row is handed back to
     /// the queue: it keeps its state of record (only a cancelled mailing's ends `cancelled`), so
     /// `queued` here only marks it as one to requeue.
@@ -274,40 +314,25 @@ impl Store {
         Ok(rows.iter().map(|row| claimed_from_row(mailing_id, row)).collect())
     }
 
-    /// Writes back outcomes for rows `owner` still holds, with one delivery event each, in one
-    /// statement. Returns how many rows were written: rows whose lease was lost are skipped.
+    /// Writes back outcomes for rows `owner` still holds, with one delivery event each. Returns
+    /// how many rows were written: rows whose lease was lost are skipped. Final outcomes go in
+    /// one statement, rows handed back (retries, releases) in another.
     ///
     /// Each row is written where its claim left it. Rows not found there are looked up by key
     /// and written again if they moved (a table rewrite, such as `VACUUM FULL`, moves every
     /// row); a row changed by anyone else is no longer this sender's, and stays unwritten.
     #[instrument(skip_all, fields(num_outcomes = outcomes.len()))]
     pub async fn record_outcomes(&self, owner: Uuid, outcomes: &[RecipientOutcome]) -> Result<u64, StoreError> {
-        if outcomes.is_empty() {
-            return Ok(0);
-        }
+        let (finals, handed_back): (Vec<&RecipientOutcome>, Vec<&RecipientOutcome>) =
+            outcomes.iter().partition(|outcome| outcome.kind.is_final());
         let client = self.client().await?;
-        let written = write_outcomes(&client, owner, outcomes).await?;
-        if written.len() == outcomes.len() {
-            return Ok(written.len() as u64);
+        let mut written = 0;
+        for batch in [finals, handed_back] {
+            if !batch.is_empty() {
+                written += write_where_claimed(&client, owner, &batch).await?;
+            }
         }
-        let written: HashSet<i64> = written.into_iter().collect();
-        let missed: Vec<i64> =
-            outcomes.iter().map(|outcome| outcome.id.get()).filter(|id| !written.contains(id)).collect();
-        let locate = client.prepare_cached(include_str!("../sql/locate_queue_rows.sql")).await?;
-        let places: HashMap<i64, String> =
-            client.query(&locate, &[&missed]).await?.iter().map(|row| (row.get(0), row.get(1))).collect();
-        let moved: Vec<RecipientOutcome> = outcomes
-            .iter()
-            .filter_map(|outcome| {
-                let place = places.get(&outcome.id.get()).filter(|place| **place != outcome.queue_row)?;
-                Some(RecipientOutcome { queue_row: place.clone(), ..outcome.clone() })
-            })
-            .collect();
-        if moved.is_empty() {
-            return Ok(written.len() as u64);
-        }
-        tracing::debug!(num_moved = moved.len(), "queue rows moved since their claim; writing them at their new place");
-        Ok((written.len() + write_outcomes(&client, owner, &moved).await?.len()) as u64)
+        Ok(written)
     }
 
     /// Completes the given sending mailings that have no recipient left to send. Locks each

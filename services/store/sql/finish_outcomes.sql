@@ -1,0 +1,57 @@
+-- Writes back a batch of final outcomes (sent, failed, expired, suppressed, skipped) for rows
+-- sender $9 still holds, with one event each, and returns the ids of the rows written. The
+-- common case of `record_outcomes.sql`, without what only a row handed back needs: a final
+-- outcome removes a held queue row, which a cancel never touches (it ends only waiting rows),
+-- so neither the mailing's lock nor its state matters here.
+--
+-- The shard lease is the fence, checked on the row as the delete finds it, where the claim
+-- left it (see record_outcomes.sql).
+WITH lease AS (
+    SELECT ARRAY(SELECT CASE WHEN l.owner = $9 AND l.expires_at > now() THEN l.token END
+                 FROM shard_leases l ORDER BY l.shard) AS tokens
+), dequeued AS (
+    DELETE FROM queue q
+    USING unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
+                 $7::text[], $8::text[], $10::bool[], $11::bigint[], $12::text[])
+          AS d(id, state, code, enhanced, reply, reason, message_id, event_kind, suppress, mailing_id,
+               queue_row),
+          lease
+    WHERE q.ctid = d.queue_row::tid AND q.recipient_id = d.id AND q.mailing_id = d.mailing_id
+      AND q.lease_owner = $9
+      AND q.lease_token = lease.tokens[q.shard + 1]
+    RETURNING d.*, q.claimed_at
+), updated AS (
+    UPDATE recipients r
+    SET state = h.state,
+        attempts = r.attempts + 1,
+        first_attempt_at = coalesce(r.first_attempt_at, h.claimed_at),
+        last_code = coalesce(h.code, r.last_code),
+        last_enhanced = coalesce(h.enhanced, r.last_enhanced),
+        last_reply = coalesce(h.reply, r.last_reply),
+        reason = h.reason,
+        message_id = coalesce(h.message_id, r.message_id),
+        updated_at = now()
+    FROM dequeued h
+    WHERE r.id = h.id
+    RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts, r.state, h.event_kind, h.code, h.enhanced,
+              coalesce(h.reply, h.reason) AS detail, r.email, h.suppress, h.reason
+), suppressed AS (
+    -- As in record_outcomes.sql: a permanent rejection of the address itself suppresses it.
+    INSERT INTO suppressions (tenant_id, email, reason, note)
+    SELECT DISTINCT ON (tenant_id, lower(email)) tenant_id, lower(email), 'hard_bounce', reason || ': ' || detail
+    FROM updated WHERE suppress
+    ON CONFLICT (tenant_id, email) DO NOTHING
+), events AS (
+    INSERT INTO delivery_events (tenant_id, mailing_id, recipient_id, kind, attempt, smtp_code,
+                                 enhanced, detail)
+    SELECT tenant_id, mailing_id, id, event_kind, attempts, code, enhanced, detail
+    FROM updated
+), counted AS (
+    INSERT INTO mailing_counts (mailing_id, state, part, n)
+    SELECT c.*
+    FROM (SELECT array_agg(mailing_id) AS ids, array_agg('sending'::text) AS olds, array_agg(state) AS news
+          FROM updated) AS a,
+         mailing_count_changes(a.ids, a.olds, a.news, 2::smallint) AS c
+    ON CONFLICT (mailing_id, state, part) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
+)
+SELECT coalesce(array_agg(id), '{}') FROM updated
