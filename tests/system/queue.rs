@@ -180,18 +180,27 @@ async fn hold_rows(
     cluster.store.heartbeat_worker(owner, "test").await?;
     let held = cluster.store.acquire_shard_leases(owner, Duration::from_secs(60), 256).await?;
     let shards: Vec<i16> = held.iter().map(|lease| lease.shard).collect();
-    let claimed = cluster
-        .store
-        .claim_due_recipients(&sendwerk_store::ClaimRequest {
-            mailing_id: MailingId::new(id),
-            shards: &shards,
-            limit,
-            owner,
-            skip_domains: &[],
-            paced: false,
-        })
-        .await?;
+    let claimed = cluster.store.claim_due_recipients(&claim_request(id, &shards, owner, limit, None)).await?;
     Ok((id, owner, claimed))
+}
+
+/// A claim of up to `limit` rows of mailing `id` for `owner`, after `after`.
+fn claim_request(
+    id: i64,
+    shards: &[i16],
+    owner: uuid::Uuid,
+    limit: i64,
+    after: Option<sendwerk_store::ClaimCursor>,
+) -> sendwerk_store::ClaimRequest<'_> {
+    sendwerk_store::ClaimRequest {
+        mailing_id: MailingId::new(id),
+        shards,
+        limit,
+        owner,
+        skip_domains: &[],
+        paced: false,
+        after,
+    }
 }
 
 /// The write-back goes to each queue row where the claim left it (its ctid). A table rewrite
@@ -232,5 +241,33 @@ async fn outcomes_are_written_after_a_table_rewrite_moved_the_claimed_rows() -> 
         .await?
         .get(0);
     assert_eq!(leased, 0, "no row stays leased");
+    cluster.shutdown().await
+}
+
+/// A claim after a cursor takes the next rows in due order and none before it: a row handed
+/// back behind the cursor is only found again from the front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_after_a_cursor_continues_in_due_order_and_the_front_finds_rows_passed_over() -> anyhow::Result<()> {
+    use sendwerk_store::{OutcomeKind, RecipientOutcome};
+
+    let mut cluster = TestCluster::start_with(TestClusterOptions { start_sender: false, ..Default::default() }).await?;
+    let (id, owner, first) = hold_rows(&mut cluster, 10, 3).await?;
+    let shards: Vec<i16> = (0..256).collect();
+    let claim = |after, limit| claim_request(id, &shards, owner, limit, after);
+    let cursor = first.iter().map(|recipient| recipient.cursor).max();
+    // Hand the first row back unsent: it keeps its place, behind the cursor.
+    let released = RecipientOutcome::new(&first[0], OutcomeKind::Released);
+    assert_eq!(cluster.store.record_outcomes(owner, &[released]).await?, 1);
+
+    let next = cluster.store.claim_due_recipients(&claim(cursor, 3)).await?;
+    assert_eq!(next.len(), 3);
+    assert!(next.iter().all(|recipient| Some(recipient.cursor) > cursor), "only rows after the cursor");
+    let rest =
+        cluster.store.claim_due_recipients(&claim(next.iter().map(|recipient| recipient.cursor).max(), 10)).await?;
+    assert_eq!(rest.len(), 4, "the other rows after the cursor, not the one handed back");
+    assert!(!rest.iter().any(|recipient| recipient.id == first[0].id));
+    let front = cluster.store.claim_due_recipients(&claim(None, 10)).await?;
+    let front_ids: Vec<_> = front.iter().map(|recipient| recipient.id).collect();
+    assert_eq!(front_ids, vec![first[0].id], "from the front: the row passed over");
     cluster.shutdown().await
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sendwerk_core::MailingId;
-use sendwerk_store::{ClaimRequest, ClaimedRecipient, OutcomeKind, RecipientOutcome, Store, StoreError};
+use sendwerk_store::{ClaimCursor, ClaimRequest, ClaimedRecipient, OutcomeKind, RecipientOutcome, Store, StoreError};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -40,10 +40,24 @@ pub(crate) struct Claimer {
     pub stats: Arc<SenderStats>,
 }
 
-/// The mailings now sending (with whether each is paced), as last listed.
+/// How long a sender keeps claiming after the last row it claimed in a mailing before it starts
+/// again from the front of the due order. A row passed over meanwhile (its domain was skipped,
+/// it was handed back unsent, its shard was just taken over) waits at most this long; without
+/// the cursor, every claim stepped over all rows in flight at the front, a heap check each.
+const CLAIM_PASS: Duration = Duration::from_secs(1);
+
+/// The mailings now sending (with whether each is paced), as last listed, and where this
+/// sender's claims in each have got to.
 struct SendingMailings {
     mailings: Vec<(MailingId, bool)>,
     refreshed: Option<Instant>,
+    passes: HashMap<MailingId, Pass>,
+}
+
+/// A pass through a mailing's due order: claims continue after `after`.
+struct Pass {
+    after: ClaimCursor,
+    started: Instant,
 }
 
 /// What one claim round found.
@@ -57,7 +71,7 @@ enum Round {
 impl Claimer {
     pub async fn run(self, job_tx: mpsc::Sender<Job>, mut stop_rx: watch::Receiver<bool>) -> Result<(), StoreError> {
         let mut prepared: HashMap<MailingId, Option<Arc<PreparedMailing>>> = HashMap::new();
-        let mut sending = SendingMailings { mailings: Vec::new(), refreshed: None };
+        let mut sending = SendingMailings { mailings: Vec::new(), refreshed: None, passes: HashMap::new() };
         let mut last_settings = Instant::now() - self.config.settings_refresh;
         let mut rotation = 0usize;
         while !*stop_rx.borrow() {
@@ -111,6 +125,7 @@ impl Claimer {
             cache.mailings = self.store.sending_mailings().await?;
             cache.refreshed = Some(Instant::now());
             prepared.retain(|id, _| cache.mailings.iter().any(|(sending_id, _)| sending_id == id));
+            cache.passes.retain(|id, _| cache.mailings.iter().any(|(sending_id, _)| sending_id == id));
         }
         let mut sending = cache.mailings.clone();
         if sending.is_empty() {
@@ -132,17 +147,7 @@ impl Claimer {
                 return Ok(Round::Busy);
             }
             let limit = (self.config.claim_batch_size as usize).min(free) as i64;
-            let claimed = self
-                .store
-                .claim_due_recipients(&ClaimRequest {
-                    mailing_id: *mailing_id,
-                    shards: &shards,
-                    limit,
-                    owner: self.worker_id,
-                    skip_domains: &skip_domains,
-                    paced: *paced,
-                })
-                .await?;
+            let claimed = self.claim(*mailing_id, *paced, &shards, limit, &skip_domains, &mut cache.passes).await?;
             if claimed.is_empty() {
                 continue;
             }
@@ -172,6 +177,51 @@ impl Claimer {
             cache.refreshed = None;
         }
         Ok(Round::Idle)
+    }
+
+    /// Claims up to `limit` rows of a mailing, continuing its current pass through the due
+    /// order; at the end of a pass, the rest from the front. A paced mailing, claimed a few
+    /// rows at a time, always starts from the front.
+    async fn claim(
+        &self,
+        mailing_id: MailingId,
+        paced: bool,
+        shards: &[i16],
+        limit: i64,
+        skip_domains: &[String],
+        passes: &mut HashMap<MailingId, Pass>,
+    ) -> Result<Vec<ClaimedRecipient>, StoreError> {
+        let request = |after, limit| ClaimRequest {
+            mailing_id,
+            shards,
+            limit,
+            owner: self.worker_id,
+            skip_domains,
+            paced,
+            after,
+        };
+        let mut pass = passes.remove(&mailing_id).filter(|pass| !paced && pass.started.elapsed() < CLAIM_PASS);
+        let mut claimed = Vec::new();
+        loop {
+            let wanted = limit - claimed.len() as i64;
+            let batch = self.store.claim_due_recipients(&request(pass.as_ref().map(|pass| pass.after), wanted)).await?;
+            let full = batch.len() as i64 == wanted;
+            let newest = batch.iter().map(|recipient| recipient.cursor).max();
+            claimed.extend(batch);
+            match newest {
+                Some(after) if full => {
+                    if !paced {
+                        let started = pass.map_or_else(Instant::now, |pass| pass.started);
+                        passes.insert(mailing_id, Pass { after, started });
+                    }
+                    return Ok(claimed);
+                }
+                // The end of this pass: rows passed over are at the front, and a new pass
+                // starts there.
+                _ if pass.is_some() => pass = None,
+                _ => return Ok(claimed),
+            }
+        }
     }
 
     async fn prepare_mailing(&self, mailing_id: MailingId) -> Result<Option<Arc<PreparedMailing>>, StoreError> {

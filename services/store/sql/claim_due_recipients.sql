@@ -1,5 +1,8 @@
 -- Claims up to $3 due recipients of one sending mailing for sender $4, on the shards in $2 that
--- it holds an unexpired lease on, skipping destination domains in $5 (paused or backing off).
+-- it holds an unexpired lease on, skipping destination domains in $5 (paused or backing off),
+-- in due order after the cursor ($6, $7): the due time and id of the last row this sender
+-- claimed (the epoch to start from the front). Resuming there skips the rows in flight at
+-- the front of the due order, which every claim would otherwise step over again.
 -- Only the narrow queue row is written: it records the sender, the lease's fencing token and
 -- the claim time (no index covers those, so the update is HOT when the page has room). The
 -- recipient row is only read; the rows move to `sending` in the mailing's counters. Commits at
@@ -26,11 +29,12 @@ WITH lease AS (
     WHERE w.mailing_id = $1
       AND w.lease_owner IS NULL
       AND w.next_attempt_at <= now()
+      AND (w.next_attempt_at, w.recipient_id) > ($6::timestamptz, $7::bigint)
       AND w.shard = ANY ($2::smallint[])
       AND lease.tokens[w.shard + 1] IS NOT NULL
       AND w.domain <> ALL ($5::text[])
       AND EXISTS (SELECT 1 FROM mailings m WHERE m.id = $1 AND m.state = 'sending')
-    ORDER BY w.next_attempt_at
+    ORDER BY w.next_attempt_at, w.recipient_id
     LIMIT $3
 ), claimed AS (
     UPDATE queue q
@@ -44,6 +48,7 @@ WITH lease AS (
       AND q.next_attempt_at <= now() AND q.mailing_id = $1
     -- The new version's place, which the write-back goes to directly.
     RETURNING q.recipient_id, q.mailing_id, q.shard, q.lease_token, q.domain, q.ctid::text AS queue_row,
+              q.next_attempt_at,
               CASE WHEN q.retry THEN 'deferred' ELSE 'queued' END AS old_state
 ), counted AS (
     INSERT INTO mailing_counts (mailing_id, state, part, n)
@@ -57,6 +62,6 @@ SELECT r.id, r.email, r.external_id, r.variables, r.attempts + 1,
        extract(epoch FROM (now() - coalesce(r.first_attempt_at, now())))::float8 AS seconds_since_first_attempt,
        EXISTS (SELECT 1 FROM suppressions s
                WHERE s.tenant_id = r.tenant_id AND s.email = lower(r.email)) AS suppressed,
-       c.shard, c.lease_token, c.domain, c.queue_row
+       c.shard, c.lease_token, c.domain, c.queue_row, c.next_attempt_at
 FROM claimed c
 JOIN recipients r ON r.id = c.recipient_id

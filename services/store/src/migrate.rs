@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (4, "queue_table", include_str!("../migrations/0004_queue_table.sql")),
     (5, "counts_in_statements", include_str!("../migrations/0005_counts_in_statements.sql")),
     (6, "event_id_brin", include_str!("../migrations/0006_event_id_brin.sql")),
+    (7, "queue_due_cursor", include_str!("../migrations/0007_queue_due_cursor.sql")),
 ];
 
 /// An arbitrary, fixed key for `pg_advisory_lock`: "sendwerk" in ASCII.

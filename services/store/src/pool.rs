@@ -74,8 +74,10 @@ impl Store {
         let sql = format!("EXPLAIN {}", crate::queue::CLAIM_DUE_RECIPIENTS_SQL);
         let shards: Vec<i16> = (0..256).collect();
         let owner = uuid::Uuid::nil();
-        let rows =
-            transaction.query(&sql, &[&mailing_id.get(), &shards, &1024_i64, &owner, &Vec::<String>::new()]).await?;
+        let front = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let rows = transaction
+            .query(&sql, &[&mailing_id.get(), &shards, &1024_i64, &owner, &Vec::<String>::new(), &front, &0_i64])
+            .await?;
         Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect::<Vec<_>>().join("\n"))
     }
 }

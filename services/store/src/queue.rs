@@ -41,6 +41,15 @@ pub struct ClaimedRecipient {
     /// Where the claim left the row's queue entry (its ctid), so that the write-back goes
     /// there directly; a row found elsewhere (the table was rewritten) is looked up by key.
     pub queue_row: String,
+    /// Its place in the due order: the cursor to claim after.
+    pub cursor: ClaimCursor,
+}
+
+/// A place in the due order of a mailing's queue: claim rows after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClaimCursor {
+    pub due_at: DateTime<Utc>,
+    pub recipient_id: i64,
 }
 
 /// What to claim, and for whom.
@@ -55,6 +64,8 @@ pub struct ClaimRequest<'a> {
     pub skip_domains: &'a [String],
     /// Whether the mailing has a pace (`max_per_hour`).
     pub paced: bool,
+    /// Claim only rows after this place in the due order (`None`: from the front).
+    pub after: Option<ClaimCursor>,
 }
 
 /// How an attempt ended, as written back.
@@ -221,6 +232,7 @@ fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> Claimed
         lease_token: row.get(8),
         domain: row.get(9),
         queue_row: row.get(10),
+        cursor: ClaimCursor { due_at: row.get(11), recipient_id: row.get(0) },
     }
 }
 
@@ -270,7 +282,8 @@ impl Store {
     /// all senders together.
     #[instrument(skip_all, fields(mailing_id = %claim.mailing_id, limit = claim.limit))]
     pub async fn claim_due_recipients(&self, claim: &ClaimRequest<'_>) -> Result<Vec<ClaimedRecipient>, StoreError> {
-        let ClaimRequest { mailing_id, shards, limit, owner, skip_domains, paced } = *claim;
+        let ClaimRequest { mailing_id, shards, limit, owner, skip_domains, paced, after } = *claim;
+        let after = after.map_or((DateTime::<Utc>::UNIX_EPOCH, 0), |cursor| (cursor.due_at, cursor.recipient_id));
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
         transaction.batch_execute(CLAIM_PLANNER_SETTINGS).await?;
@@ -304,7 +317,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let claim = transaction.prepare_cached(CLAIM_DUE_RECIPIENTS_SQL).await?;
-        let rows = transaction.query(&claim, &[&mailing_id.get(), &shards, &granted, &owner, &skip_domains]).await?;
+        let rows = transaction
+            .query(&claim, &[&mailing_id.get(), &shards, &granted, &owner, &skip_domains, &after.0, &after.1])
+            .await?;
         if let Some((first_slot, interval)) = pace {
             let used = i32::try_from(rows.len()).unwrap_or(i32::MAX);
             let advance = transaction.prepare_cached(include_str!("../sql/set_mailing_pace_slot.sql")).await?;
