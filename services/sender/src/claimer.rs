@@ -92,8 +92,10 @@ impl Claimer {
                 }
             };
             if pause.is_zero() {
-                // Wait for room for half a batch rather than claiming crumbs.
-                let wanted = (self.config.claim_batch_size as usize / 2).max(1);
+                // Wait for room for a whole batch rather than claiming crumbs: the pipeline holds
+                // two, so the connections still have a batch of work meanwhile, and each claim
+                // statement's fixed cost is spread over as many rows as it may take.
+                let wanted = (self.config.claim_batch_size as usize).max(1);
                 while job_tx.capacity() < wanted && !*stop_rx.borrow() {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
