@@ -56,6 +56,7 @@ async fn the_claim_reads_waiting_rows_through_queue_due_draining_and_at_campaign
         plan.contains("Index Scan using queue_due on queue w "),
         "with 200,000 waiting rows the claim must read them through queue_due:\n{plan}"
     );
+    assert!(plan.contains("Tid Scan on queue q"), "the update must fetch the rows it found by place:\n{plan}");
     assert!(!plan.contains("Seq Scan on recipients"), "no sequential scan of recipients:\n{plan}");
     cluster.shutdown().await
 }
@@ -269,5 +270,30 @@ async fn a_claim_after_a_cursor_continues_in_due_order_and_the_front_finds_rows_
     let front = cluster.store.claim_due_recipients(&claim(None, 10)).await?;
     let front_ids: Vec<_> = front.iter().map(|recipient| recipient.id).collect();
     assert_eq!(front_ids, vec![first[0].id], "from the front: the row passed over");
+    cluster.shutdown().await
+}
+
+/// An outcome belongs to one claim: after its row was handed back and claimed again (by the same
+/// sender, under the same lease), a late copy of the old outcome must not land on the new claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_outcome_is_not_written_onto_a_new_claim_of_the_same_row() -> anyhow::Result<()> {
+    use sendwerk_store::{OutcomeKind, RecipientOutcome};
+
+    let mut cluster = TestCluster::start_with(TestClusterOptions { start_sender: false, ..Default::default() }).await?;
+    let (id, owner, first) = hold_rows(&mut cluster, 1, 1).await?;
+    assert_eq!(first.len(), 1);
+    let handed_back = RecipientOutcome::new(&first[0], OutcomeKind::Released);
+    assert_eq!(cluster.store.record_outcomes(owner, std::slice::from_ref(&handed_back)).await?, 1);
+    let shards: Vec<i16> = (0..256).collect();
+    let again = cluster.store.claim_due_recipients(&claim_request(id, &shards, owner, 1, None)).await?;
+    assert_eq!(again.len(), 1);
+    assert_ne!(again[0].queue_row, first[0].queue_row, "the new claim wrote a new row version");
+
+    // A retried batch repeats the first claim's hand-back: it must not release the new claim.
+    assert_eq!(cluster.store.record_outcomes(owner, &[handed_back]).await?, 0);
+    let sent = RecipientOutcome { code: Some(250), ..RecipientOutcome::new(&again[0], OutcomeKind::Sent) };
+    assert_eq!(cluster.store.record_outcomes(owner, &[sent]).await?, 1);
+    let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
+    assert_eq!((counts.sent, counts.sending, counts.queued), (1, 0, 0));
     cluster.shutdown().await
 }

@@ -157,11 +157,21 @@ impl Claimer {
             self.stats.claimed.fetch_add(claimed.len() as u64, Ordering::Relaxed);
             let mailing = match prepared.get(mailing_id) {
                 Some(entry) => entry.clone(),
-                None => {
-                    let entry = self.prepare_mailing(*mailing_id).await?;
-                    prepared.insert(*mailing_id, entry.clone());
-                    entry
-                }
+                None => match self.prepare_mailing(*mailing_id).await {
+                    Ok(entry) => {
+                        prepared.insert(*mailing_id, entry.clone());
+                        entry
+                    }
+                    Err(error) => {
+                        // Hand the claimed rows back rather than hold them, leased to this
+                        // sender, until it stops.
+                        let outcomes: Vec<_> = claimed.iter().map(|recipient| released(recipient, None)).collect();
+                        if let Err(release_error) = self.store.record_outcomes(self.worker_id, &outcomes).await {
+                            warn!(error = %release_error, "handing back claimed rows failed; they are recovered after this sender stops");
+                        }
+                        return Err(error);
+                    }
+                },
             };
             for recipient in claimed {
                 if job_tx.send(Job { recipient, mailing: mailing.clone() }).await.is_err() {
@@ -206,7 +216,17 @@ impl Claimer {
         let mut claimed = Vec::new();
         loop {
             let wanted = limit - claimed.len() as i64;
-            let batch = self.store.claim_due_recipients(&request(pass.as_ref().map(|pass| pass.after), wanted)).await?;
+            let batch =
+                match self.store.claim_due_recipients(&request(pass.as_ref().map(|pass| pass.after), wanted)).await {
+                    Ok(batch) => batch,
+                    // The rows of the first claim are committed and this sender's: send them; the
+                    // claim from the front is tried again next round.
+                    Err(error) if !claimed.is_empty() => {
+                        warn!(error = %error, "claiming from the front failed; sending what the pass claimed");
+                        return Ok(claimed);
+                    }
+                    Err(error) => return Err(error),
+                };
             let full = batch.len() as i64 == wanted;
             let newest = batch.iter().map(|recipient| recipient.cursor).max();
             claimed.extend(batch);

@@ -48,7 +48,7 @@ WITH lease AS (
       AND q.next_attempt_at <= now() AND q.mailing_id = $1
     -- The new version's place, which the write-back goes to directly.
     RETURNING q.recipient_id, q.mailing_id, q.shard, q.lease_token, q.domain, q.ctid::text AS queue_row,
-              q.next_attempt_at,
+              q.next_attempt_at, q.claimed_at,
               CASE WHEN q.retry THEN 'deferred' ELSE 'queued' END AS old_state
 ), counted AS (
     INSERT INTO mailing_counts (mailing_id, state, part, n)
@@ -62,6 +62,6 @@ SELECT r.id, r.email, r.external_id, r.variables, r.attempts + 1,
        extract(epoch FROM (now() - coalesce(r.first_attempt_at, now())))::float8 AS seconds_since_first_attempt,
        EXISTS (SELECT 1 FROM suppressions s
                WHERE s.tenant_id = r.tenant_id AND s.email = lower(r.email)) AS suppressed,
-       c.shard, c.lease_token, c.domain, c.queue_row, c.next_attempt_at
+       c.shard, c.lease_token, c.domain, c.queue_row, c.next_attempt_at, c.claimed_at
 FROM claimed c
 JOIN recipients r ON r.id = c.recipient_id

@@ -43,6 +43,8 @@ pub struct ClaimedRecipient {
     pub queue_row: String,
     /// Its place in the due order: the cursor to claim after.
     pub cursor: ClaimCursor,
+    /// When it was claimed: with the sender, this identifies the claim.
+    pub claimed_at: DateTime<Utc>,
 }
 
 /// A place in the due order of a mailing's queue: claim rows after it.
@@ -102,6 +104,8 @@ pub struct RecipientOutcome {
     pub suppress: bool,
     /// The queue entry's place as claimed ([`ClaimedRecipient::queue_row`]).
     pub queue_row: String,
+    /// When the row was claimed ([`ClaimedRecipient::claimed_at`]).
+    pub claimed_at: DateTime<Utc>,
 }
 
 impl RecipientOutcome {
@@ -119,6 +123,7 @@ impl RecipientOutcome {
             message_id: None,
             suppress: false,
             queue_row: claimed.queue_row.clone(),
+            claimed_at: claimed.claimed_at,
         }
     }
 }
@@ -135,10 +140,18 @@ async fn write_where_claimed(
         return Ok(written.len() as u64);
     }
     let written: HashSet<i64> = written.into_iter().collect();
-    let missed: Vec<i64> = outcomes.iter().map(|outcome| outcome.id.get()).filter(|id| !written.contains(id)).collect();
+    let (missed, claim_times): (Vec<i64>, Vec<DateTime<Utc>>) = outcomes
+        .iter()
+        .filter(|outcome| !written.contains(&outcome.id.get()))
+        .map(|outcome| (outcome.id.get(), outcome.claimed_at))
+        .unzip();
     let locate = client.prepare_cached(include_str!("../sql/locate_queue_rows.sql")).await?;
-    let places: HashMap<i64, String> =
-        client.query(&locate, &[&missed]).await?.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let places: HashMap<i64, String> = client
+        .query(&locate, &[&missed, &claim_times, &owner])
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
     let moved: Vec<RecipientOutcome> = outcomes
         .iter()
         .filter_map(|outcome| {
@@ -233,6 +246,7 @@ fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> Claimed
         domain: row.get(9),
         queue_row: row.get(10),
         cursor: ClaimCursor { due_at: row.get(11), recipient_id: row.get(0) },
+        claimed_at: row.get(12),
     }
 }
 
@@ -335,7 +349,8 @@ impl Store {
     ///
     /// Each row is written where its claim left it. Rows not found there are looked up by key
     /// and written again if they moved (a table rewrite, such as `VACUUM FULL`, moves every
-    /// row); a row changed by anyone else is no longer this sender's, and stays unwritten.
+    /// row) while still held under the same claim; a row changed by anyone else, or handed
+    /// back and claimed again, is not this claim's any more, and stays unwritten.
     #[instrument(skip_all, fields(num_outcomes = outcomes.len()))]
     pub async fn record_outcomes(&self, owner: Uuid, outcomes: &[RecipientOutcome]) -> Result<u64, StoreError> {
         let (finals, handed_back): (Vec<&RecipientOutcome>, Vec<&RecipientOutcome>) =
