@@ -255,16 +255,16 @@ async fn a_claim_after_a_cursor_continues_in_due_order_and_the_front_finds_rows_
     let (id, owner, first) = hold_rows(&mut cluster, 10, 3).await?;
     let shards: Vec<i16> = (0..256).collect();
     let claim = |after, limit| claim_request(id, &shards, owner, limit, after);
-    let cursor = first.iter().map(|recipient| recipient.cursor).max();
+    let cursor = first.iter().map(|recipient| recipient.cursor()).max();
     // Hand the first row back unsent: it keeps its place, behind the cursor.
     let released = RecipientOutcome::new(&first[0], OutcomeKind::Released);
     assert_eq!(cluster.store.record_outcomes(owner, &[released]).await?, 1);
 
     let next = cluster.store.claim_due_recipients(&claim(cursor, 3)).await?;
     assert_eq!(next.len(), 3);
-    assert!(next.iter().all(|recipient| Some(recipient.cursor) > cursor), "only rows after the cursor");
+    assert!(next.iter().all(|recipient| Some(recipient.cursor()) > cursor), "only rows after the cursor");
     let rest =
-        cluster.store.claim_due_recipients(&claim(next.iter().map(|recipient| recipient.cursor).max(), 10)).await?;
+        cluster.store.claim_due_recipients(&claim(next.iter().map(|recipient| recipient.cursor()).max(), 10)).await?;
     assert_eq!(rest.len(), 4, "the other rows after the cursor, not the one handed back");
     assert!(!rest.iter().any(|recipient| recipient.id == first[0].id));
     let front = cluster.store.claim_due_recipients(&claim(None, 10)).await?;

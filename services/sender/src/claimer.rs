@@ -228,7 +228,7 @@ impl Claimer {
                     Err(error) => return Err(error),
                 };
             let full = batch.len() as i64 == wanted;
-            let newest = batch.iter().map(|recipient| recipient.cursor).max();
+            let newest = batch.iter().map(|recipient| recipient.cursor()).max();
             claimed.extend(batch);
             match newest {
                 Some(after) if full => {

@@ -41,10 +41,17 @@ pub struct ClaimedRecipient {
     /// Where the claim left the row's queue entry (its ctid), so that the write-back goes
     /// there directly; a row found elsewhere (the table was rewritten) is looked up by key.
     pub queue_row: String,
-    /// Its place in the due order: the cursor to claim after.
-    pub cursor: ClaimCursor,
+    /// When it was due: with its id, its place in the due order ([`Self::cursor`]).
+    pub due_at: DateTime<Utc>,
     /// When it was claimed: with the sender, this identifies the claim.
     pub claimed_at: DateTime<Utc>,
+}
+
+impl ClaimedRecipient {
+    /// Its place in the due order: the cursor to claim after.
+    pub fn cursor(&self) -> ClaimCursor {
+        ClaimCursor { due_at: self.due_at, recipient_id: self.id.get() }
+    }
 }
 
 /// A place in the due order of a mailing's queue: claim rows after it.
@@ -128,14 +135,15 @@ impl RecipientOutcome {
     }
 }
 
-/// Writes `outcomes`, all final or all not (one statement), at the places they were claimed,
-/// then once more for the rows that moved since: how many were written.
+/// Writes `outcomes` (all final when `finals`, else none) at the places they were claimed, then
+/// once more for the rows that moved since: how many were written.
 async fn write_where_claimed(
     client: &deadpool_postgres::Client,
     owner: Uuid,
     outcomes: &[&RecipientOutcome],
+    finals: bool,
 ) -> Result<u64, StoreError> {
-    let written = write_outcomes(client, owner, outcomes).await?;
+    let written = write_outcomes(client, owner, outcomes, finals).await?;
     if written.len() == outcomes.len() {
         return Ok(written.len() as u64);
     }
@@ -164,15 +172,16 @@ async fn write_where_claimed(
     }
     tracing::debug!(num_moved = moved.len(), "queue rows moved since their claim; writing them at their new place");
     let moved: Vec<&RecipientOutcome> = moved.iter().collect();
-    Ok((written.len() + write_outcomes(client, owner, &moved).await?.len()) as u64)
+    Ok((written.len() + write_outcomes(client, owner, &moved, finals).await?.len()) as u64)
 }
 
-/// One write-back statement: `finish_outcomes.sql` when every outcome is final, else
+/// One write-back statement: `finish_outcomes.sql` for final outcomes (`finals`), else
 /// `record_outcomes.sql`. Returns the ids of the rows written.
 async fn write_outcomes(
     client: &deadpool_postgres::Client,
     owner: Uuid,
     outcomes: &[&RecipientOutcome],
+    finals: bool,
 ) -> Result<Vec<i64>, StoreError> {
     let mut ids = Vec::with_capacity(outcomes.len());
     let mut states = Vec::with_capacity(outcomes.len());
@@ -216,7 +225,7 @@ async fn write_outcomes(
         &mailing_ids,
         &queue_rows,
     ];
-    let sql = if outcomes.iter().all(|outcome| outcome.kind.is_final()) {
+    let sql = if finals {
         // A final outcome has no next attempt; the statement takes every other parameter.
         params.remove(2);
         include_str!("../sql/finish_outcomes.sql")
@@ -245,7 +254,7 @@ fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> Claimed
         lease_token: row.get(8),
         domain: row.get(9),
         queue_row: row.get(10),
-        cursor: ClaimCursor { due_at: row.get(11), recipient_id: row.get(0) },
+        due_at: row.get(11),
         claimed_at: row.get(12),
     }
 }
@@ -357,9 +366,9 @@ impl Store {
             outcomes.iter().partition(|outcome| outcome.kind.is_final());
         let client = self.client().await?;
         let mut written = 0;
-        for batch in [finals, handed_back] {
+        for (batch, finals) in [(finals, true), (handed_back, false)] {
             if !batch.is_empty() {
-                written += write_where_claimed(&client, owner, &batch).await?;
+                written += write_where_claimed(&client, owner, &batch, finals).await?;
             }
         }
         Ok(written)
