@@ -251,6 +251,66 @@ async fn a_large_stream_reports_bad_rows_by_index_across_chunks_and_keeps_going(
     cluster.shutdown().await
 }
 
+/// Chunks are inserted behind an anti-join, without `ON CONFLICT`; an address that another
+/// transaction adds at the same moment fails that insert with a unique violation. The chunk is
+/// then inserted again, tolerating the conflict: the address is a duplicate, every other row
+/// of the chunk is added, and nothing is added twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_added_concurrently_by_another_stream_is_a_duplicate_and_the_chunk_is_kept() -> anyhow::Result<()> {
+    let mut cluster = idle_cluster().await?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    let (client, connection) = tokio_postgres::connect(&cluster.database_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let tenant: String = client.query_one("SELECT tenant_id FROM mailings WHERE id = $1", &[&id]).await?.get(0);
+    // Another writer holds the address, not yet committed: the chunk's insert waits for it.
+    client.batch_execute("BEGIN").await?;
+    client
+        .execute(
+            "INSERT INTO recipients (mailing_id, tenant_id, email, domain, shard, state)
+             VALUES ($1, $2, 'race@two.example', 'two.example', 0, 'queued')",
+            &[&id, &tenant],
+        )
+        .await?;
+    let mut api = cluster.api.clone();
+    let rows =
+        vec![row("first@one.example", "", &[]), row("RACE@two.example", "", &[]), row("last@three.example", "", &[])];
+    let adding = tokio::spawn(async move {
+        api.mailings.add_recipients(tokio_stream::iter(vec![v1::AddRecipientsRequest { mailing_id: id, rows }])).await
+    });
+    let (watcher, connection) = tokio_postgres::connect(&cluster.database_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let waited = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        loop {
+            let waiting: i64 = watcher
+                .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'", &[])
+                .await?
+                .get(0);
+            if waiting > 0 {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the chunk's insert never waited for the other writer");
+    client.batch_execute("COMMIT").await?;
+
+    let added = adding.await??.into_inner();
+    assert_eq!((added.accepted, added.duplicates), (2, 1));
+    let rejected: Vec<(i64, i32)> = added.rejected.iter().map(|r| (r.index, r.kind)).collect();
+    assert_eq!(rejected, vec![(1, v1::RejectionKind::Duplicate as i32)]);
+    let stored: Vec<String> = client
+        .query("SELECT email FROM recipients WHERE mailing_id = $1 ORDER BY email", &[&id])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(stored, ["first@one.example", "last@three.example", "race@two.example"]);
+    let queued: i64 = client.query_one("SELECT count(*) FROM queue WHERE mailing_id = $1", &[&id]).await?.get(0);
+    assert_eq!(queued, 2, "the chunk's two new rows are queued once");
+    cluster.shutdown().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_holding_nul_characters_are_rejected_by_field_and_the_rest_are_added() -> anyhow::Result<()> {
     let mut cluster = idle_cluster().await?;

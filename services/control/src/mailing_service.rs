@@ -150,11 +150,12 @@ fn validate_row(index: i64, row: v1::RecipientRow) -> Result<NewRecipient, (Stri
     if let Some(name) = variables.iter().find_map(|(name, value)| holds_nul(name, value).then_some(name)) {
         return Err((row.email, format!("variables.{name}: must not contain NUL characters")));
     }
-    let size = serde_json::to_vec(&variables).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+    let recipient = NewRecipient::new(index, email, row.external_id, &variables);
+    let size = recipient.variables_len();
     if size > MAX_VARIABLES_BYTES {
         return Err((row.email, format!("variables: {size} bytes, more than {MAX_VARIABLES_BYTES}")));
     }
-    Ok(NewRecipient { index, email, external_id: row.external_id, variables })
+    Ok(recipient)
 }
 
 /// Whether a variable's name or anything in its value contains NUL, which Postgres cannot store.
@@ -529,13 +530,13 @@ impl ControlState {
         let mut rows = std::mem::replace(chunk, Vec::with_capacity(INGEST_CHUNK_ROWS));
         let mut keys = HashSet::with_capacity(rows.len());
         rows.retain(|row| {
-            let key = row.email.as_str().to_lowercase();
-            if in_flight.iter().any(|earlier| earlier.keys.contains(&key)) {
+            let key = row.key();
+            if in_flight.iter().any(|earlier| earlier.keys.contains(key)) {
                 totals.response.duplicates += 1;
                 totals.reject(row.index, row.email.to_string(), v1::RejectionKind::Duplicate, DUPLICATE_REASON.into());
                 return false;
             }
-            keys.insert(key);
+            keys.insert(key.to_owned());
             true
         });
         let (store, tenant) = (self.store.clone(), self.tenant.clone());

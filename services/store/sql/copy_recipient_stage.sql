@@ -1,1 +1,1 @@
-COPY recipient_stage (email, domain, shard, external_id, variables) FROM STDIN BINARY
+COPY recipient_stage (position, email, domain, shard, external_id, variables) FROM STDIN BINARY

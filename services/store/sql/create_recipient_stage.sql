@@ -1,4 +1,5 @@
 CREATE TEMP TABLE IF NOT EXISTS recipient_stage (
+    position    integer  NOT NULL,
     email       text     NOT NULL,
     domain      text     NOT NULL,
     shard       smallint NOT NULL,

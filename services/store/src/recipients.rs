@@ -1,9 +1,10 @@
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use futures::{Stream, TryStreamExt};
 use sendwerk_core::{EmailAddress, MailingId, MailingState, RecipientId, RecipientState, ShardId, TenantId};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::Type;
 use tracing::instrument;
 
@@ -19,7 +20,51 @@ pub struct NewRecipient {
     pub index: i64,
     pub email: EmailAddress,
     pub external_id: String,
-    pub variables: RecipientVariables,
+    /// The address lowercased: two rows with the same key are the same recipient.
+    key: String,
+    /// The merge variables as the JSON object text they are stored as, serialized once.
+    variables: String,
+}
+
+impl NewRecipient {
+    pub fn new(index: i64, email: EmailAddress, external_id: String, variables: &RecipientVariables) -> Self {
+        let key = email.as_str().to_lowercase();
+        let variables = serde_json::to_string(variables).expect("a JSON map serializes");
+        Self { index, email, external_id, key, variables }
+    }
+
+    /// The address lowercased, as the mailing's unique index compares addresses.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Bytes of the merge variables as stored.
+    pub fn variables_len(&self) -> usize {
+        self.variables.len()
+    }
+}
+
+/// JSON text that is already serialized, written as `jsonb` without parsing it again.
+#[derive(Debug)]
+struct JsonText<'a>(&'a str);
+
+impl postgres_types::ToSql for JsonText<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use bytes::BufMut;
+        if *ty == Type::JSONB {
+            // Version 1 of the binary jsonb format is the JSON text behind a version byte.
+            out.put_u8(1);
+        }
+        out.put_slice(self.0.as_bytes());
+        Ok(postgres_types::IsNull::No)
+    }
+
+    postgres_types::accepts!(JSON, JSONB);
+    postgres_types::to_sql_checked!();
 }
 
 /// Why a row did not become a queued recipient.
@@ -110,6 +155,10 @@ impl Store {
     /// table, then one `INSERT … SELECT` that skips addresses already in the mailing and marks
     /// suppressed ones. Holds a share lock on the mailing row so the mailing cannot be completed
     /// or cancelled half-way through a chunk.
+    ///
+    /// The insert is a plain one behind an anti-join. If another transaction adds one of the
+    /// chunk's addresses at the same moment, it fails with a unique violation, nothing of the
+    /// chunk is kept, and the chunk runs once more through the conflict-tolerant statement.
     #[instrument(skip_all, fields(mailing_id = %mailing_id, num_rows = rows.len()))]
     pub async fn add_recipients(
         &self,
@@ -119,20 +168,69 @@ impl Store {
     ) -> Result<IngestSummary, StoreError> {
         let mut summary = IngestSummary::default();
         let mut unique_rows: Vec<&NewRecipient> = Vec::with_capacity(rows.len());
-        let mut index_by_key: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+        let mut keys: HashSet<&str> = HashSet::with_capacity(rows.len());
         for row in rows {
-            match index_by_key.entry(row.email.as_str().to_lowercase()) {
-                std::collections::hash_map::Entry::Occupied(_) => {
-                    summary.duplicates += 1;
-                    summary.rejected.push(duplicate(row));
-                }
-                std::collections::hash_map::Entry::Vacant(slot) => {
-                    slot.insert(unique_rows.len());
-                    unique_rows.push(row);
-                }
+            if keys.insert(row.key()) {
+                unique_rows.push(row);
+            } else {
+                summary.duplicates += 1;
+                summary.rejected.push(duplicate(row));
             }
         }
+        drop(keys);
 
+        let placed = match self.insert_chunk(tenant, mailing_id, &unique_rows, ChunkInsert::Plain).await {
+            Err(StoreError::Postgres(error)) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                self.insert_chunk(tenant, mailing_id, &unique_rows, ChunkInsert::Tolerant).await?
+            }
+            placed => placed?,
+        };
+
+        let mut was_inserted = vec![false; unique_rows.len()];
+        let mut mark = |position: i32| {
+            let slot = usize::try_from(position).ok().filter(|&slot| slot < was_inserted.len());
+            match slot {
+                Some(slot) if !was_inserted[slot] => {
+                    was_inserted[slot] = true;
+                    Ok(slot)
+                }
+                _ => {
+                    Err(StoreError::Corrupt(format!("ingest returned stage position {position} twice or out of range")))
+                }
+            }
+        };
+        for &position in &placed.queued {
+            mark(position)?;
+            summary.accepted += 1;
+        }
+        for &position in &placed.suppressed {
+            let row = unique_rows[mark(position)?];
+            summary.suppressed += 1;
+            summary.rejected.push(RejectedRecipient {
+                index: row.index,
+                email: row.email.to_string(),
+                rejection: Rejection::Suppressed("address is on the suppression list".into()),
+            });
+        }
+        for (row, inserted) in unique_rows.iter().zip(&was_inserted) {
+            if !inserted {
+                summary.duplicates += 1;
+                summary.rejected.push(duplicate(row));
+            }
+        }
+        summary.rejected.sort_by_key(|rejected| rejected.index);
+        Ok(summary)
+    }
+
+    /// One transaction of [`Store::add_recipients`]: stage the rows with `COPY`, each with its
+    /// position in `rows`, and insert them with the statement `how` names.
+    async fn insert_chunk(
+        &self,
+        tenant: &TenantId,
+        mailing_id: MailingId,
+        rows: &[&NewRecipient],
+        how: ChunkInsert,
+    ) -> Result<PlacedRows, StoreError> {
         let mut client = self.client().await?;
         let transaction = client.transaction().await?;
         let lock = transaction.prepare_cached(include_str!("../sql/select_mailing_for_share.sql")).await?;
@@ -147,49 +245,34 @@ impl Store {
         transaction.batch_execute(include_str!("../sql/create_recipient_stage.sql")).await?;
         let copy = transaction.prepare_cached(include_str!("../sql/copy_recipient_stage.sql")).await?;
         let sink = transaction.copy_in(&copy).await?;
-        let writer = BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT, Type::INT2, Type::TEXT, Type::JSONB]);
+        let writer =
+            BinaryCopyInWriter::new(sink, &[Type::INT4, Type::TEXT, Type::TEXT, Type::INT2, Type::TEXT, Type::JSONB]);
         futures::pin_mut!(writer);
-        for row in &unique_rows {
+        for (position, row) in rows.iter().enumerate() {
+            let position = i32::try_from(position).map_err(|_| StoreError::Corrupt("chunk too large".into()))?;
             let shard = i16::try_from(ShardId::for_domain(row.email.domain()).get())
                 .map_err(|_| StoreError::Corrupt("shard out of range".into()))?;
-            let variables = serde_json::Value::Object(row.variables.clone());
             writer
                 .as_mut()
-                .write(&[&row.email.as_str(), &row.email.domain().as_str(), &shard, &row.external_id, &variables])
+                .write(&[
+                    &position,
+                    &row.email.as_str(),
+                    &row.email.domain().as_str(),
+                    &shard,
+                    &row.external_id,
+                    &JsonText(&row.variables),
+                ])
                 .await?;
         }
         writer.finish().await?;
-        let insert = transaction.prepare_cached(include_str!("../sql/insert_staged_recipients.sql")).await?;
-        let inserted = transaction.query(&insert, &[&mailing_id.get(), &tenant.as_str()]).await?;
+        let sql = match how {
+            ChunkInsert::Plain => include_str!("../sql/insert_staged_recipients.sql"),
+            ChunkInsert::Tolerant => include_str!("../sql/insert_staged_recipients_tolerant.sql"),
+        };
+        let insert = transaction.prepare_cached(sql).await?;
+        let placed = transaction.query_one(&insert, &[&mailing_id.get(), &tenant.as_str()]).await?;
         transaction.commit().await?;
-
-        let mut was_inserted = vec![false; unique_rows.len()];
-        for row in &inserted {
-            let key: &str = row.get(0);
-            let state: &str = row.get(1);
-            let Some(&position) = index_by_key.get(key) else {
-                continue;
-            };
-            was_inserted[position] = true;
-            if state == RecipientState::Suppressed.as_str() {
-                summary.suppressed += 1;
-                summary.rejected.push(RejectedRecipient {
-                    index: unique_rows[position].index,
-                    email: unique_rows[position].email.to_string(),
-                    rejection: Rejection::Suppressed("address is on the suppression list".into()),
-                });
-            } else {
-                summary.accepted += 1;
-            }
-        }
-        for (position, inserted) in was_inserted.iter().enumerate() {
-            if !inserted {
-                summary.duplicates += 1;
-                summary.rejected.push(duplicate(unique_rows[position]));
-            }
-        }
-        summary.rejected.sort_by_key(|rejected| rejected.index);
-        Ok(summary)
+        Ok(PlacedRows { queued: placed.get(0), suppressed: placed.get(1) })
     }
 
     /// A page of recipients after `after_id`, optionally only those in `state`.
@@ -306,6 +389,21 @@ impl Store {
             .ok_or(StoreError::MailingNotFound(mailing_id))?;
         parse_mailing_state(row.get(0))
     }
+}
+
+/// Which statement inserts a staged chunk.
+#[derive(Debug, Clone, Copy)]
+enum ChunkInsert {
+    /// Anti-join and plain insert: the fast path.
+    Plain,
+    /// `ON CONFLICT DO NOTHING`: after the plain insert met a concurrent insert of an address.
+    Tolerant,
+}
+
+/// Stage positions of the rows a chunk inserted, by the state they entered.
+struct PlacedRows {
+    queued: Vec<i32>,
+    suppressed: Vec<i32>,
 }
 
 fn duplicate(row: &NewRecipient) -> RejectedRecipient {
