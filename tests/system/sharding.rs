@@ -142,6 +142,74 @@ async fn a_slow_down_reply_backs_the_domain_off_then_it_recovers() -> anyhow::Re
     cluster.shutdown().await
 }
 
+/// Rows already claimed for a domain that then asks to slow down wait in the sender for the
+/// back-off to end, instead of going back to the queue to be claimed again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_a_domain_backing_off_wait_in_the_sender_and_are_claimed_once() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start().await?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    // One claim batch (64) takes them all; the throttled address is first in due order.
+    let rows: Vec<_> = std::iter::once(row("throttled@busy.example", "", &[]))
+        .chain((0..59).map(|i| row(&format!("b{i}@busy.example"), "", &[])))
+        .collect();
+    cluster.add_recipients(id, rows, 100).await?;
+    cluster.schedule_now(id).await?;
+    let done = cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
+    assert_eq!(done.counts.unwrap_or_default().sent, 60);
+    let stats = std::sync::Arc::clone(&cluster.sender.as_ref().expect("running").stats);
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(load(&stats.parked) > 0, "rows waited for the back-off in the sender");
+    assert_eq!(load(&stats.released), 0, "no row went back to the queue");
+    assert_eq!(load(&stats.claimed), 61, "each row claimed once, the throttled one again for its retry");
+    for i in 0..59 {
+        assert_eq!(cluster.sink.attempts_for(&format!("b{i}@busy.example")), 1, "b{i} sent once");
+    }
+    cluster.shutdown().await
+}
+
+/// A graceful stop hands rows waiting in the sender back to the queue, due when their wait
+/// ends; the next sender sends each of them once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_hands_back_rows_waiting_for_a_back_off_to_end() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(TestClusterOptions { start_sender: false, ..Default::default() }).await?;
+    let config = sendwerk_sender::SenderConfig { domain_backoff: Duration::from_secs(5), ..cluster.sender_config() };
+    cluster.start_sender_with(config)?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    let rows: Vec<_> = std::iter::once(row("throttled@busy.example", "", &[]))
+        .chain((0..30).map(|i| row(&format!("b{i}@busy.example"), "", &[])))
+        .collect();
+    cluster.add_recipients(id, rows, 100).await?;
+    cluster.schedule_now(id).await?;
+    let stats = std::sync::Arc::clone(&cluster.sender.as_ref().expect("running").stats);
+    let parked = || stats.parked.load(std::sync::atomic::Ordering::Relaxed);
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        while parked() == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "no row waited for the back-off");
+    let stopped_at = chrono::Utc::now();
+    cluster.stop_sender().await?;
+    let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
+    assert_eq!(counts.sending, 0, "a graceful stop hands every claimed row back");
+    let (client, connection) = tokio_postgres::connect(&cluster.database_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let later: i64 = client
+        .query_one("SELECT count(*) FROM queue WHERE mailing_id = $1 AND next_attempt_at > $2", &[&id, &stopped_at])
+        .await?
+        .get(0);
+    assert!(later > 0, "rows handed back wait for the rest of the back-off");
+
+    cluster.start_sender()?;
+    let done = cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
+    assert_eq!(done.counts.unwrap_or_default().sent, 31);
+    for i in 0..30 {
+        assert_eq!(cluster.sink.attempts_for(&format!("b{i}@busy.example")), 1, "b{i} sent once");
+    }
+    cluster.shutdown().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paced_mailing_spreads_its_sends_evenly() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start().await?;

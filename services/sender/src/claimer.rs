@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::SenderConfig;
 use crate::leases::Ownership;
 use crate::limits::DomainLimits;
+use crate::parking::ParkingLot;
 use crate::prepared::PreparedMailing;
 use crate::runner::SenderStats;
 
@@ -38,6 +39,7 @@ pub(crate) struct Claimer {
     pub limits: Arc<DomainLimits>,
     pub ownership_rx: watch::Receiver<Arc<Ownership>>,
     pub stats: Arc<SenderStats>,
+    pub parking: Arc<ParkingLot>,
 }
 
 /// How long a sender keeps claiming after the last row it claimed in a mailing before it starts
@@ -95,8 +97,9 @@ impl Claimer {
                 // Wait for room for a whole batch rather than claiming crumbs: the pipeline holds
                 // two, so the connections still have a batch of work meanwhile, and each claim
                 // statement's fixed cost is spread over as many rows as it may take.
+                // Parked rows whose wait is over go back into the pipeline first.
                 let wanted = (self.config.claim_batch_size as usize).max(1);
-                while job_tx.capacity() < wanted && !*stop_rx.borrow() {
+                while self.room(&job_tx) < wanted && !self.parking.has_due(Instant::now()) && !*stop_rx.borrow() {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             } else {
@@ -129,6 +132,7 @@ impl Claimer {
             prepared.retain(|id, _| cache.mailings.iter().any(|(sending_id, _)| sending_id == id));
             cache.passes.retain(|id, _| cache.mailings.iter().any(|(sending_id, _)| sending_id == id));
         }
+        self.unpark(job_tx, &cache.mailings).await?;
         let mut sending = cache.mailings.clone();
         if sending.is_empty() {
             return Ok(Round::Idle);
@@ -144,7 +148,7 @@ impl Claimer {
         let skip_domains = self.limits.skip_domains();
         let mut num_claimed = 0usize;
         for (mailing_id, paced) in &sending {
-            let free = job_tx.capacity();
+            let free = self.room(job_tx);
             if free == 0 {
                 return Ok(Round::Busy);
             }
@@ -189,6 +193,37 @@ impl Claimer {
             cache.refreshed = None;
         }
         Ok(Round::Idle)
+    }
+
+    /// How many rows may be claimed now: the room in the pipeline less the rows parked. Parked
+    /// rows are claimed rows waiting for their domain; if they did not count, a sender whose
+    /// domains keep backing off would claim on, fill the lot and hand the rest back, each row
+    /// claimed many times over (measured: 6.5 claims per row under the sink-faults chaos).
+    /// One domain parks at most half the lot, so its parked rows never hold up the others.
+    fn room(&self, job_tx: &mpsc::Sender<Job>) -> usize {
+        job_tx.capacity().saturating_sub(self.parking.len())
+    }
+
+    /// Puts parked rows whose wait is over back into the pipeline, ahead of new claims, as far
+    /// as there is room; the rest wait for the next round. A row of a mailing no longer sending
+    /// (paused, cancelled, as last listed) is handed back instead.
+    async fn unpark(&self, job_tx: &mpsc::Sender<Job>, sending: &[(MailingId, bool)]) -> Result<(), StoreError> {
+        let due = self.parking.take_due(Instant::now(), job_tx.capacity());
+        let mut stopped = Vec::new();
+        for job in due {
+            if !sending.iter().any(|(id, _)| *id == job.recipient.mailing_id) {
+                stopped.push(released(&job.recipient, None));
+            } else if let Err(error) = job_tx.try_send(job) {
+                // Only this task fills the pipeline, and there was room: it is closing.
+                let job = error.into_inner();
+                stopped.push(released(&job.recipient, None));
+            }
+        }
+        if !stopped.is_empty() {
+            self.stats.released.fetch_add(stopped.len() as u64, Ordering::Relaxed);
+            self.store.record_outcomes(self.worker_id, &stopped).await?;
+        }
+        Ok(())
     }
 
     /// Claims up to `limit` rows of a mailing, continuing its current pass through the due

@@ -13,6 +13,7 @@ mod config;
 mod direct;
 mod leases;
 mod limits;
+mod parking;
 pub mod prepared;
 mod runner;
 mod worker;

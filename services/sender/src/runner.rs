@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use governor::{Quota, RateLimiter};
 use sendwerk_mail::dkim::DkimSigners;
@@ -20,7 +20,9 @@ use crate::claimer::{Claimer, Job, released};
 use crate::direct::DirectDelivery;
 use crate::leases::{LeaseKeeper, Ownership};
 use crate::limits::DomainLimits;
+use crate::parking::ParkingLot;
 use crate::worker::ConnectionWorker;
+use crate::worker::to_chrono;
 
 /// Counters a running sender keeps, for logs, the demo and the load test.
 #[derive(Debug, Default)]
@@ -32,6 +34,8 @@ pub struct SenderStats {
     pub skipped: AtomicU64,
     /// Handed back unsent: rate limits, paused domains, lost leases, shutdown.
     pub released: AtomicU64,
+    /// Held back in the sender while their domain made them wait a short while (each time).
+    pub parked: AtomicU64,
     pub recorded: AtomicU64,
     /// Outcomes the store refused because the shard lease had been lost.
     pub fenced: AtomicU64,
@@ -116,6 +120,7 @@ impl Sender {
         let capacity = (self.config.claim_batch_size as usize).max(1) * 2;
         let (job_tx, job_rx) = mpsc::channel::<Job>(capacity);
         let job_rx = Arc::new(Mutex::new(job_rx));
+        let parking = Arc::new(ParkingLot::new(capacity, capacity / 2));
         let (outcome_tx, outcome_rx) = mpsc::channel(capacity * 2);
         let process_limiter = self
             .config
@@ -160,6 +165,7 @@ impl Sender {
                 outcome_tx: outcome_tx.clone(),
                 session: None,
                 direct: self.direct.clone(),
+                parking: Arc::clone(&parking),
             };
             connection_workers.spawn(
                 worker.run(Arc::clone(&job_rx), stop_rx.clone()).instrument(info_span!("sender_connection", index)),
@@ -172,6 +178,7 @@ impl Sender {
             limits: Arc::clone(&self.limits),
             ownership_rx,
             stats: Arc::clone(&self.stats),
+            parking: Arc::clone(&parking),
         };
         let claimer_task = tokio::spawn(claimer.run(job_tx, stop_rx.clone()).instrument(info_span!("sender_claimer")));
 
@@ -198,6 +205,10 @@ impl Sender {
         while let Ok(job) = receiver.try_recv() {
             let _ = outcome_tx.send(released(&job.recipient, None)).await;
         }
+        // Parked rows go back due when their wait ends, as they would have been sent.
+        for (at, job) in parking.take_all() {
+            let _ = outcome_tx.send(released(&job.recipient, Some(to_chrono(at)))).await;
+        }
         drop(receiver);
         drop(outcome_tx);
         let write_result = writer.await;
@@ -211,7 +222,18 @@ impl Sender {
         if let Err(error) = self.store.delete_worker(self.worker_id).await {
             warn!(error = %error, "removing the worker row failed; it is forgotten after ten leases");
         }
-        info!(worker_id = %self.worker_id, "sender stopped");
+        let stats = &self.stats;
+        info!(
+            worker_id = %self.worker_id,
+            claimed = stats.claimed.load(Ordering::Relaxed),
+            sent = stats.sent.load(Ordering::Relaxed),
+            deferred = stats.deferred.load(Ordering::Relaxed),
+            failed = stats.failed.load(Ordering::Relaxed),
+            released = stats.released.load(Ordering::Relaxed),
+            parked = stats.parked.load(Ordering::Relaxed),
+            fenced = stats.fenced.load(Ordering::Relaxed),
+            "sender stopped"
+        );
         match (claim_result, write_result) {
             (Ok(Ok(())), Ok(Ok(()))) => Ok(()),
             (Ok(Err(error)), _) | (_, Ok(Err(error))) => Err(error),

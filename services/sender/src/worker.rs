@@ -20,6 +20,7 @@ use crate::claimer::{Job, released};
 use crate::direct::DirectDelivery;
 use crate::leases::Ownership;
 use crate::limits::{Admission, DomainLimits};
+use crate::parking::ParkingLot;
 use crate::runner::SenderStats;
 
 pub(crate) struct ConnectionWorker {
@@ -34,9 +35,11 @@ pub(crate) struct ConnectionWorker {
     pub session: Option<SmtpSession>,
     /// Direct-to-MX delivery with its shared per-host pool, instead of the relay.
     pub direct: Option<Arc<DirectDelivery>>,
+    /// Rows whose domain makes them wait a short while, held here rather than handed back.
+    pub parking: Arc<ParkingLot>,
 }
 
-fn to_chrono(at: Instant) -> chrono::DateTime<Utc> {
+pub(crate) fn to_chrono(at: Instant) -> chrono::DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(at.saturating_duration_since(Instant::now())).unwrap_or_default()
 }
 
@@ -52,7 +55,8 @@ impl ConnectionWorker {
                 }
             };
             let Some(job) = job else { break };
-            let outcome = self.process(job).await;
+            // A parked row has no outcome yet: it comes back through the pipeline.
+            let Some(outcome) = self.process(job).await else { continue };
             if self.outcome_tx.send(outcome).await.is_err() || *stop_rx.borrow() {
                 break;
             }
@@ -67,7 +71,28 @@ impl ConnectionWorker {
         released(recipient, at)
     }
 
-    async fn process(&mut self, job: Job) -> RecipientOutcome {
+    /// The outcome of one job, or `None` when it was parked until its domain may be sent to.
+    async fn process(&mut self, job: Job) -> Option<RecipientOutcome> {
+        let admission = if job.recipient.suppressed || job.mailing.is_none() {
+            Admission::Now
+        } else {
+            self.limits.admit(&job.recipient.domain).await
+        };
+        match admission {
+            Admission::Now => Some(self.send(&job).await),
+            Admission::Paused => Some(self.release(&job.recipient, None)),
+            Admission::Later(at) => match self.parking.park(job, at) {
+                None => {
+                    self.stats.parked.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                Some(job) => Some(self.release(&job.recipient, Some(to_chrono(at)))),
+            },
+        }
+    }
+
+    /// Sends one admitted job (or skips it) and turns the result into its outcome.
+    async fn send(&mut self, job: &Job) -> RecipientOutcome {
         let recipient = &job.recipient;
         let base = RecipientOutcome::new(recipient, OutcomeKind::Skipped);
         if recipient.suppressed {
@@ -91,11 +116,6 @@ impl ConnectionWorker {
                 return RecipientOutcome { reason: Some(format!("skipped: invalid address: {error}")), ..base };
             }
         };
-        match self.limits.admit(&recipient.domain).await {
-            Admission::Now => {}
-            Admission::Paused => return self.release(recipient, None),
-            Admission::Later(at) => return self.release(recipient, Some(to_chrono(at))),
-        }
         if let Some(limiter) = &self.process_limiter {
             limiter.until_ready().await;
         }

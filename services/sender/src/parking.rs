@@ -1,0 +1,181 @@
+//! Rows held back in the sender while their destination domain backs off for a short while,
+//! or waits for its next rate slot. Handing such a row back to the queue and claiming it
+//! again when the wait is over costs two statements per row; when a domain answers `421`
+//! often, each answer sent every row of that domain in the pipeline round that loop again.
+//! A parked row keeps its claim and goes back into the pipeline when its time comes.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::claimer::Job;
+
+/// The longest wait a row is parked for; a row that must wait longer is handed back. Its
+/// claim shows it `sending` meanwhile, and a graceful stop hands it back.
+pub(crate) const MAX_PARK: Duration = Duration::from_secs(30);
+
+pub(crate) struct ParkingLot {
+    lot: Mutex<Lot>,
+    capacity: usize,
+    per_domain: usize,
+}
+
+#[derive(Default)]
+struct Lot {
+    jobs: Vec<(Instant, Job)>,
+    per_domain: HashMap<String, usize>,
+}
+
+impl Lot {
+    fn forget(&mut self, job: &Job) {
+        if let Some(count) = self.per_domain.get_mut(&job.recipient.domain) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_domain.remove(&job.recipient.domain);
+            }
+        }
+    }
+}
+
+impl ParkingLot {
+    /// Holds at most `capacity` rows, and at most `per_domain` of one domain: memory stays
+    /// bounded whatever the destinations answer.
+    pub fn new(capacity: usize, per_domain: usize) -> Self {
+        Self { lot: Mutex::new(Lot::default()), capacity, per_domain }
+    }
+
+    fn lot(&self) -> std::sync::MutexGuard<'_, Lot> {
+        self.lot.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Parks `job` until `at`, or gives it back when the wait is too long or the lot (or the
+    /// domain's share of it) is full.
+    #[must_use = "a job given back must be handed back to the queue"]
+    pub fn park(&self, job: Job, at: Instant) -> Option<Job> {
+        if at.saturating_duration_since(Instant::now()) > MAX_PARK {
+            return Some(job);
+        }
+        let mut lot = self.lot();
+        let of_domain = lot.per_domain.get(&job.recipient.domain).copied().unwrap_or(0);
+        if lot.jobs.len() >= self.capacity || of_domain >= self.per_domain {
+            return Some(job);
+        }
+        lot.per_domain.insert(job.recipient.domain.clone(), of_domain + 1);
+        lot.jobs.push((at, job));
+        None
+    }
+
+    /// Up to `max` of the rows whose time has come, those due first first.
+    pub fn take_due(&self, now: Instant, max: usize) -> Vec<Job> {
+        let mut lot = self.lot();
+        if max == 0 || !lot.jobs.iter().any(|(at, _)| *at <= now) {
+            return Vec::new();
+        }
+        lot.jobs.sort_by_key(|(at, _)| *at);
+        let num_due = lot.jobs.partition_point(|(at, _)| *at <= now).min(max);
+        let due: Vec<Job> = lot.jobs.drain(..num_due).map(|(_, job)| job).collect();
+        for job in &due {
+            lot.forget(job);
+        }
+        due
+    }
+
+    /// How many rows are parked.
+    pub fn len(&self) -> usize {
+        self.lot().jobs.len()
+    }
+
+    /// Whether a parked row's wait is over.
+    pub fn has_due(&self, now: Instant) -> bool {
+        self.lot().jobs.iter().any(|(at, _)| *at <= now)
+    }
+
+    /// Every parked row with the time it waits for, emptying the lot (on stopping).
+    pub fn take_all(&self) -> Vec<(Instant, Job)> {
+        std::mem::take(&mut *self.lot()).jobs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sendwerk_core::{MailingId, RecipientId};
+    use sendwerk_store::ClaimedRecipient;
+
+    use super::*;
+
+    fn job(id: i64) -> Job {
+        job_to(id, "slow.example")
+    }
+
+    fn job_to(id: i64, domain: &str) -> Job {
+        let recipient = ClaimedRecipient {
+            id: RecipientId::new(id),
+            mailing_id: MailingId::new(1),
+            email: format!("r{id}@{domain}"),
+            external_id: String::new(),
+            variables: Default::default(),
+            attempts: 1,
+            since_first_attempt: Duration::ZERO,
+            suppressed: false,
+            shard: 0,
+            lease_token: 1,
+            domain: domain.into(),
+            queue_row: "(0,1)".into(),
+            due_at: chrono::Utc::now(),
+            claimed_at: chrono::Utc::now(),
+        };
+        Job { recipient, mailing: None }
+    }
+
+    fn ids(jobs: &[Job]) -> Vec<i64> {
+        jobs.iter().map(|job| job.recipient.id.get()).collect()
+    }
+
+    #[test]
+    fn parked_rows_come_back_when_due_first_due_first_and_no_more_than_asked() {
+        let lot = ParkingLot::new(10, 10);
+        let now = Instant::now();
+        for (id, wait_ms) in [(1, 300), (2, 100), (3, 5_000), (4, 200)] {
+            assert!(lot.park(job(id), now + Duration::from_millis(wait_ms)).is_none());
+        }
+        assert!(lot.take_due(now, 10).is_empty(), "nothing is due yet");
+        assert!(!lot.has_due(now));
+        assert_eq!(lot.len(), 4);
+        let later = now + Duration::from_millis(350);
+        assert!(lot.has_due(later));
+        assert_eq!(ids(&lot.take_due(later, 2)), [2, 4], "due first first, at most two");
+        assert_eq!(ids(&lot.take_due(later, 0)), Vec::<i64>::new());
+        assert_eq!(ids(&lot.take_due(later, 10)), [1]);
+        let waiting = lot.take_all();
+        assert_eq!(waiting.len(), 1, "the row due in five seconds waits");
+        assert_eq!(waiting[0].0, now + Duration::from_millis(5_000), "with the time it waits for");
+        assert!(lot.take_all().is_empty());
+    }
+
+    #[test]
+    fn a_long_wait_or_a_full_lot_gives_the_row_back() {
+        let lot = ParkingLot::new(2, 2);
+        let now = Instant::now();
+        let refused = lot.park(job(1), now + MAX_PARK + Duration::from_secs(1));
+        assert_eq!(refused.map(|job| job.recipient.id.get()), Some(1), "too long a wait is handed back");
+        assert!(lot.park(job(2), now).is_none());
+        assert!(lot.park(job(3), now).is_none());
+        assert_eq!(lot.len(), 2);
+        let refused = lot.park(job(4), now);
+        assert_eq!(refused.map(|job| job.recipient.id.get()), Some(4), "a full lot refuses");
+        assert_eq!(lot.take_all().len(), 2);
+    }
+
+    #[test]
+    fn one_domain_parks_no_more_than_its_share_and_its_rows_leaving_make_room() {
+        let lot = ParkingLot::new(4, 2);
+        let now = Instant::now();
+        assert!(lot.park(job_to(1, "big.example"), now).is_none());
+        assert!(lot.park(job_to(2, "big.example"), now + Duration::from_secs(1)).is_none());
+        let refused = lot.park(job_to(3, "big.example"), now);
+        assert_eq!(refused.map(|job| job.recipient.id.get()), Some(3), "the domain's share is full");
+        assert!(lot.park(job_to(4, "other.example"), now).is_none(), "another domain still parks");
+        assert_eq!(ids(&lot.take_due(now, 10)), [1, 4]);
+        assert!(lot.park(job_to(5, "big.example"), now).is_none(), "a row that left made room");
+    }
+}
