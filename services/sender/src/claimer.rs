@@ -97,13 +97,11 @@ impl Claimer {
                 // Wait for room for a whole batch rather than claiming crumbs: the pipeline holds
                 // two, so the connections still have a batch of work meanwhile, and each claim
                 // statement's fixed cost is spread over as many rows as it may take.
-                // Parked rows count against the room (see `room`): wait for as much as they
-                // leave, up to a batch. Parked rows whose wait is over go back into the
-                // pipeline first, as soon as it has a free slot.
+                // Parked rows count against the room (see `room`). Parked rows whose wait is
+                // over go back into the pipeline first, as soon as it has a free slot.
                 let batch = (self.config.claim_batch_size as usize).max(1);
                 while !*stop_rx.borrow() {
-                    let wanted = batch.min(job_tx.max_capacity().saturating_sub(self.parking.len())).max(1);
-                    if self.room(&job_tx) >= wanted || (job_tx.capacity() > 0 && self.parking.has_due(Instant::now())) {
+                    if self.room(&job_tx) >= batch || (job_tx.capacity() > 0 && self.parking.has_due(Instant::now())) {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(2)).await;
@@ -204,9 +202,12 @@ impl Claimer {
     /// How many rows may be claimed now: the room in the pipeline less the rows parked. Parked
     /// rows are claimed rows waiting for their domain; if they did not count, a sender whose
     /// domains keep backing off would claim on, fill the lot and hand the rest back, each row
-    /// claimed many times over (measured: 8 claims per row under the sink-faults chaos). The
-    /// lot holds at most half the pipeline, and one domain at most an eighth of it, so parked
-    /// rows never stop the claims for other domains.
+    /// claimed many times over (measured: 8 claims per row under the sink-faults chaos). One
+    /// domain parks at most an eighth of the pipeline, so one or two domains backing off never
+    /// stop the claims for the others; when most of the pipeline is parked (many domains
+    /// backing off at once), the claimer waits for parked rows to come due (30 s at most).
+    /// Claiming smaller batches instead cost more: each claim steps over the waiting rows of
+    /// the domains it skips (Postgres 315 instead of 109 µs per message under sink-faults).
     fn room(&self, job_tx: &mpsc::Sender<Job>) -> usize {
         job_tx.capacity().saturating_sub(self.parking.len())
     }

@@ -120,7 +120,7 @@ impl Sender {
         let capacity = (self.config.claim_batch_size as usize).max(1) * 2;
         let (job_tx, job_rx) = mpsc::channel::<Job>(capacity);
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let parking = Arc::new(ParkingLot::new(capacity / 2, (capacity / 8).max(1)));
+        let parking = Arc::new(ParkingLot::new(capacity, (capacity / 8).max(1)));
         let (outcome_tx, outcome_rx) = mpsc::channel(capacity * 2);
         let process_limiter = self
             .config
