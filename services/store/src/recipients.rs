@@ -22,14 +22,14 @@ pub struct NewRecipient {
     pub external_id: String,
     /// The address lowercased: two rows with the same key are the same recipient.
     key: String,
-    /// The merge variables as the JSON object text they are stored as, serialized once.
-    variables: String,
+    /// The merge variables as the JSON object they are stored as, serialized once.
+    variables: Box<serde_json::value::RawValue>,
 }
 
 impl NewRecipient {
     pub fn new(index: i64, email: EmailAddress, external_id: String, variables: &RecipientVariables) -> Self {
         let key = email.as_str().to_lowercase();
-        let variables = serde_json::to_string(variables).expect("a JSON map serializes");
+        let variables = serde_json::value::to_raw_value(variables).expect("a JSON map serializes");
         Self { index, email, external_id, key, variables }
     }
 
@@ -40,31 +40,8 @@ impl NewRecipient {
 
     /// Bytes of the merge variables as stored.
     pub fn variables_len(&self) -> usize {
-        self.variables.len()
+        self.variables.get().len()
     }
-}
-
-/// JSON text that is already serialized, written as `jsonb` without parsing it again.
-#[derive(Debug)]
-struct JsonText<'a>(&'a str);
-
-impl postgres_types::ToSql for JsonText<'_> {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<postgres_types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        use bytes::BufMut;
-        if *ty == Type::JSONB {
-            // Version 1 of the binary jsonb format is the JSON text behind a version byte.
-            out.put_u8(1);
-        }
-        out.put_slice(self.0.as_bytes());
-        Ok(postgres_types::IsNull::No)
-    }
-
-    postgres_types::accepts!(JSON, JSONB);
-    postgres_types::to_sql_checked!();
 }
 
 /// Why a row did not become a queued recipient.
@@ -260,7 +237,7 @@ impl Store {
                     &row.email.domain().as_str(),
                     &shard,
                     &row.external_id,
-                    &JsonText(&row.variables),
+                    &postgres_types::Json(&*row.variables),
                 ])
                 .await?;
         }
