@@ -173,8 +173,7 @@ impl Claimer {
                     Err(error) => {
                         // Hand the claimed rows back rather than hold them, leased to this
                         // sender, until it stops.
-                        let outcomes: Vec<_> = claimed.iter().map(|recipient| released(recipient, None)).collect();
-                        if let Err(release_error) = self.store.record_outcomes(self.worker_id, &outcomes).await {
+                        if let Err(release_error) = self.hand_back(claimed.iter()).await {
                             warn!(error = %release_error, "handing back claimed rows failed; they are recovered after this sender stops");
                         }
                         return Err(error);
@@ -229,18 +228,18 @@ impl Claimer {
         if stopped.is_empty() {
             return Ok(());
         }
-        let outcomes: Vec<_> = stopped.iter().map(|job| released(&job.recipient, None)).collect();
-        match self.store.record_outcomes(self.worker_id, &outcomes).await {
-            Ok(_) => {
-                self.stats.released.fetch_add(outcomes.len() as u64, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(error) => {
-                // Not handed back: they wait in the lot again, due at once, for the next round.
-                self.parking.put_back(stopped);
-                Err(error)
-            }
-        }
+        self.hand_back(stopped.iter().map(|job| &job.recipient)).await.inspect_err(|_| {
+            // Not handed back: they wait in the lot again, due at once, for the next round.
+            self.parking.put_back(stopped);
+        })
+    }
+
+    /// Hands claimed rows back to the queue unsent, due at once.
+    async fn hand_back<'a>(&self, recipients: impl Iterator<Item = &'a ClaimedRecipient>) -> Result<(), StoreError> {
+        let outcomes: Vec<_> = recipients.map(|recipient| released(recipient, None)).collect();
+        self.store.record_outcomes(self.worker_id, &outcomes).await?;
+        self.stats.released.fetch_add(outcomes.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Claims up to `limit` rows of a mailing, continuing its current pass through the due

@@ -4,7 +4,7 @@
 //! often, each answer sent every row of that domain in the pipeline round that loop again.
 //! A parked row keeps its claim and goes back into the pipeline when its time comes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,13 +20,22 @@ pub(crate) struct ParkingLot {
     per_domain: usize,
 }
 
+/// Parked jobs in the order they are due (ties in the order they came), and how many of each
+/// domain.
 #[derive(Default)]
 struct Lot {
-    jobs: Vec<(Instant, Job)>,
+    jobs: BTreeMap<(Instant, u64), Job>,
+    next_seq: u64,
     per_domain: HashMap<String, usize>,
 }
 
 impl Lot {
+    fn add(&mut self, at: Instant, job: Job) {
+        *self.per_domain.entry(job.recipient.domain.clone()).or_insert(0) += 1;
+        self.jobs.insert((at, self.next_seq), job);
+        self.next_seq += 1;
+    }
+
     fn forget(&mut self, job: &Job) {
         if let Some(count) = self.per_domain.get_mut(&job.recipient.domain) {
             *count -= 1;
@@ -60,8 +69,7 @@ impl ParkingLot {
         if lot.jobs.len() >= self.capacity || of_domain >= self.per_domain {
             return Some(job);
         }
-        lot.per_domain.insert(job.recipient.domain.clone(), of_domain + 1);
-        lot.jobs.push((at, job));
+        lot.add(at, job);
         None
     }
 
@@ -71,22 +79,19 @@ impl ParkingLot {
         let now = Instant::now();
         let mut lot = self.lot();
         for job in jobs {
-            *lot.per_domain.entry(job.recipient.domain.clone()).or_insert(0) += 1;
-            lot.jobs.push((now, job));
+            lot.add(now, job);
         }
     }
 
     /// Up to `max` of the rows whose time has come, those due first first.
     pub fn take_due(&self, now: Instant, max: usize) -> Vec<Job> {
         let mut lot = self.lot();
-        if max == 0 || !lot.jobs.iter().any(|(at, _)| *at <= now) {
-            return Vec::new();
-        }
-        lot.jobs.sort_by_key(|(at, _)| *at);
-        let num_due = lot.jobs.partition_point(|(at, _)| *at <= now).min(max);
-        let due: Vec<Job> = lot.jobs.drain(..num_due).map(|(_, job)| job).collect();
-        for job in &due {
-            lot.forget(job);
+        let mut due = Vec::new();
+        while due.len() < max {
+            let Some(entry) = lot.jobs.first_entry().filter(|entry| entry.key().0 <= now) else { break };
+            let job = entry.remove();
+            lot.forget(&job);
+            due.push(job);
         }
         due
     }
@@ -98,12 +103,13 @@ impl ParkingLot {
 
     /// Whether a parked row's wait is over.
     pub fn has_due(&self, now: Instant) -> bool {
-        self.lot().jobs.iter().any(|(at, _)| *at <= now)
+        self.lot().jobs.first_key_value().is_some_and(|((at, _), _)| *at <= now)
     }
 
     /// Every parked row with the time it waits for, emptying the lot (on stopping).
     pub fn take_all(&self) -> Vec<(Instant, Job)> {
-        std::mem::take(&mut *self.lot()).jobs
+        let lot = std::mem::take(&mut *self.lot());
+        lot.jobs.into_iter().map(|((at, _), job)| (at, job)).collect()
     }
 }
 

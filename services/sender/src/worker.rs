@@ -21,6 +21,7 @@ use crate::direct::DirectDelivery;
 use crate::leases::Ownership;
 use crate::limits::{Admission, DomainLimits};
 use crate::parking::ParkingLot;
+use crate::prepared::PreparedMailing;
 use crate::runner::SenderStats;
 
 pub(crate) struct ConnectionWorker {
@@ -73,13 +74,23 @@ impl ConnectionWorker {
 
     /// The outcome of one job, or `None` when it was parked until its domain may be sent to.
     async fn process(&mut self, job: Job) -> Option<RecipientOutcome> {
-        let admission = if job.recipient.suppressed || job.mailing.is_none() {
-            Admission::Now
-        } else {
-            self.limits.admit(&job.recipient.domain).await
+        let base = RecipientOutcome::new(&job.recipient, OutcomeKind::Skipped);
+        if job.recipient.suppressed {
+            return Some(RecipientOutcome {
+                kind: OutcomeKind::Suppressed,
+                reason: Some("suppressed: on the suppression list at send time".into()),
+                ..base
+            });
+        }
+        let Some(mailing) = job.mailing.clone() else {
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return Some(RecipientOutcome {
+                reason: Some("skipped: the mailing cannot be prepared for sending".into()),
+                ..base
+            });
         };
-        match admission {
-            Admission::Now => Some(self.send(&job).await),
+        match self.limits.admit(&job.recipient.domain).await {
+            Admission::Now => Some(self.send(&job.recipient, &mailing, base).await),
             Admission::Paused => Some(self.release(&job.recipient, None)),
             Admission::Later(at) => match self.parking.park(job, at) {
                 None => {
@@ -91,24 +102,14 @@ impl ConnectionWorker {
         }
     }
 
-    /// Sends one admitted job (or skips it) and turns the result into its outcome.
-    async fn send(&mut self, job: &Job) -> RecipientOutcome {
-        let recipient = &job.recipient;
-        let base = RecipientOutcome::new(recipient, OutcomeKind::Skipped);
-        if recipient.suppressed {
-            return RecipientOutcome {
-                kind: OutcomeKind::Suppressed,
-                reason: Some("suppressed: on the suppression list at send time".into()),
-                ..base
-            };
-        }
-        let Some(mailing) = job.mailing.as_ref() else {
-            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
-            return RecipientOutcome {
-                reason: Some("skipped: the mailing cannot be prepared for sending".into()),
-                ..base
-            };
-        };
+    /// Sends one admitted recipient of `mailing` (or skips it) and turns the result into its
+    /// outcome.
+    async fn send(
+        &mut self,
+        recipient: &ClaimedRecipient,
+        mailing: &PreparedMailing,
+        base: RecipientOutcome,
+    ) -> RecipientOutcome {
         let to = match EmailAddress::parse(&recipient.email) {
             Ok(to) => to,
             Err(error) => {
