@@ -125,13 +125,19 @@ async fn a_paused_domain_gets_no_new_transactions_until_resumed() -> anyhow::Res
     cluster.shutdown().await
 }
 
+/// `throttled@busy.example` (asks to slow down on its first attempt, first in due order), then
+/// `b0@busy.example` … for `others` more.
+fn busy_domain_rows(others: usize) -> Vec<v1::RecipientRow> {
+    std::iter::once(row("throttled@busy.example", "", &[]))
+        .chain((0..others).map(|i| row(&format!("b{i}@busy.example"), "", &[])))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_down_reply_backs_the_domain_off_then_it_recovers() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start().await?;
     let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
-    let rows: Vec<_> = std::iter::once(row("throttled@busy.example", "", &[]))
-        .chain((0..5).map(|i| row(&format!("b{i}@busy.example"), "", &[])))
-        .collect();
+    let rows = busy_domain_rows(5);
     cluster.add_recipients(id, rows, 10).await?;
     cluster.schedule_now(id).await?;
     let done = cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
@@ -150,9 +156,7 @@ async fn rows_of_a_domain_backing_off_wait_in_the_sender_and_are_claimed_once() 
     let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
     // One claim takes them all; the throttled address is first in due order. A domain parks
     // at most an eighth of the pipeline (2 batches of 64): 16 rows.
-    let rows: Vec<_> = std::iter::once(row("throttled@busy.example", "", &[]))
-        .chain((0..12).map(|i| row(&format!("b{i}@busy.example"), "", &[])))
-        .collect();
+    let rows = busy_domain_rows(12);
     cluster.add_recipients(id, rows, 100).await?;
     cluster.schedule_now(id).await?;
     let done = cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
@@ -176,9 +180,7 @@ async fn a_graceful_stop_hands_back_rows_waiting_for_a_back_off_to_end() -> anyh
     let config = sendwerk_sender::SenderConfig { domain_backoff: Duration::from_secs(5), ..cluster.sender_config() };
     cluster.start_sender_with(config)?;
     let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
-    let rows: Vec<_> = std::iter::once(row("throttled@busy.example", "", &[]))
-        .chain((0..12).map(|i| row(&format!("b{i}@busy.example"), "", &[])))
-        .collect();
+    let rows = busy_domain_rows(12);
     cluster.add_recipients(id, rows, 100).await?;
     cluster.schedule_now(id).await?;
     let stats = std::sync::Arc::clone(&cluster.sender.as_ref().expect("running").stats);
