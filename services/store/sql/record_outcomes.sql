@@ -79,7 +79,7 @@ WITH mailing AS (
         message_id = coalesce(h.message_id, r.message_id),
         updated_at = now()
     FROM written h
-    WHERE r.id = h.id AND (h.event_kind <> 'released' OR h.cancelled)
+    WHERE r.mailing_id = h.mailing_id AND r.id = h.id AND (h.event_kind <> 'released' OR h.cancelled)
     RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts, h.event_kind, h.code, h.enhanced,
               coalesce(h.reply, h.reason) AS detail, r.email, h.suppress, h.reason
 ), suppressed AS (
@@ -96,12 +96,15 @@ WITH mailing AS (
     FROM updated
     WHERE event_kind <> 'released'
 ), counted AS (
-    -- Every row written leaves `sending`.
+    -- Every row written leaves `sending`. Grouped directly, as in claim_due_recipients.sql.
     INSERT INTO mailing_counts (mailing_id, state, part, n)
-    SELECT c.*
-    FROM (SELECT array_agg(mailing_id) AS ids, array_agg('sending'::text) AS olds, array_agg(new_state) AS news
-          FROM written) AS a,
-         mailing_count_changes(a.ids, a.olds, a.news, 2::smallint) AS c
+    SELECT c.mailing_id, c.state, 2::smallint, sum(c.n)
+    FROM (SELECT mailing_id, 'sending' AS state, -count(*) AS n FROM written GROUP BY 1, 2
+          UNION ALL
+          SELECT mailing_id, new_state, count(*) FROM written GROUP BY 1, 2) AS c
+    GROUP BY c.mailing_id, c.state
+    HAVING sum(c.n) <> 0
+    ORDER BY c.mailing_id, c.state
     ON CONFLICT (mailing_id, state, part) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 )
 SELECT coalesce(array_agg(id), '{}') FROM written

@@ -3,7 +3,7 @@
 -- with an event recording that the earlier attempt's outcome is unknown and a duplicate delivery
 -- is possible. The attempt counts. A cancelled mailing's rows end `cancelled` instead.
 WITH orphans AS (
-    SELECT q.recipient_id AS id, q.claimed_at, m.state = 'cancelled' AS cancelled
+    SELECT q.recipient_id AS id, q.mailing_id, q.claimed_at, m.state = 'cancelled' AS cancelled
     FROM queue q
     JOIN mailings m ON m.id = q.mailing_id
     WHERE q.lease_owner IS NOT NULL AND q.shard = ANY ($1::smallint[])
@@ -29,7 +29,7 @@ WITH orphans AS (
         reason = 'outcome unknown: the sender holding it stopped during the attempt',
         updated_at = now()
     FROM orphans o
-    WHERE r.id = o.id
+    WHERE r.mailing_id = o.mailing_id AND r.id = o.id
     RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts, r.state, 'sending'::text AS old_state
 ), counted AS (
     INSERT INTO mailing_counts (mailing_id, state, part, n)
