@@ -371,6 +371,49 @@ async fn reports_arriving_together_share_transactions_and_each_counts_once() -> 
     cluster.shutdown().await
 }
 
+/// A report names the recipient by id alone, and a recipient's key is (mailing, id): the report
+/// changes the recipient of the mailing that sent the bounced message, not the same address in
+/// another mailing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounce_changes_the_recipient_of_the_mailing_that_sent_the_message() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(TestClusterOptions { bounces: true, ..Default::default() }).await?;
+    let emails = ["same@b.example", "other@b.example"];
+    let mut mailings = Vec::new();
+    for subject in ["First", "Second"] {
+        let id = cluster.create_mailing(simple_content(subject, "Hello")).await?;
+        cluster.add_recipients(id, emails.iter().map(|email| row(email, "", &[])).collect(), 10).await?;
+        cluster.schedule_now(id).await?;
+        cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
+        mailings.push(id);
+    }
+    let messages = cluster.sink.messages();
+    let second = messages
+        .iter()
+        .find(|m| m.recipients[0] == "same@b.example" && String::from_utf8_lossy(&m.data).contains("Subject: Second"))
+        .expect("the second mailing reached same@b.example")
+        .clone();
+    let listener_port = cluster.bounce_listener.as_ref().expect("listener runs").local_addr().port();
+    let report = dsn("same@b.example", &header_block(&second.data), "5.1.1", "550 5.1.1 user unknown");
+    assert!(matches!(
+        send_report(listener_port, &second.reverse_path, &report).await,
+        sendwerk_core::DeliveryOutcome::Delivered(_)
+    ));
+
+    let state_of = |recipients: &[v1::Recipient], email: &str| {
+        recipients.iter().find(|r| r.email == email).map(|r| r.state).expect("present")
+    };
+    let first = cluster.recipients(mailings[0]).await?;
+    let second = cluster.recipients(mailings[1]).await?;
+    assert_eq!(state_of(&first, "same@b.example"), v1::RecipientState::Sent as i32, "the first mailing's recipient");
+    assert_eq!(state_of(&second, "same@b.example"), v1::RecipientState::Bounced as i32, "the bounced one");
+    assert_eq!(state_of(&second, "other@b.example"), v1::RecipientState::Sent as i32);
+    let counts = |mailing: v1::Mailing| mailing.counts.unwrap_or_default();
+    let (first, second) = (counts(cluster.mailing(mailings[0]).await?), counts(cluster.mailing(mailings[1]).await?));
+    assert_eq!((first.sent, first.bounced), (2, 0));
+    assert_eq!((second.sent, second.bounced), (1, 1));
+    cluster.shutdown().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_reads_maildirs_and_mboxes_collected_elsewhere() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start_with(TestClusterOptions { bounces: true, ..Default::default() }).await?;
