@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Postgres CPU of the claim and the write-back, per recipient, without the rest of the system.
 
-Creates its own database on the server DATABASE_URL points at (dropped first if it exists),
-applies the migrations with `sendwerk migrate`, queues 200,000 recipients of one sending
-mailing with every shard leased to one sender, then runs claims of 1,024 rows and writes each
-batch back as sent, the statements prepared as the sender prepares them. It reads the backend's
-CPU time from /proc around every statement (so Postgres must run on this machine) and prints
-microseconds per row for each. The first five rounds are not counted (plans settle).
+Creates its own database, `sendwerk_statement_bench`, on the Postgres server that
+STATEMENT_BENCH_URL names (dropped first if it exists; the server must run on this machine,
+since the backend's CPU time is read from /proc). It applies the migrations with
+`sendwerk migrate`, queues 200,000 recipients of one sending mailing with every shard leased
+to one sender, then runs claims of 1,024 rows and writes each batch back as sent, the
+statements prepared with the parameter types the sender uses. It prints the backend's CPU
+microseconds per row for each statement. The first five rounds are not counted (plans settle).
+Work of other Postgres processes (WAL writer, autovacuum) is not counted either.
 
 Variants are directories holding `claim.sql` and `wb.sql` (the shape of
 `services/store/sql/claim_due_recipients.sql` and `finish_outcomes.sql`); without any, the
@@ -14,10 +16,16 @@ statements of this checkout are measured. Variants run alternated, and each prin
 
     pip install 'psycopg[binary]'
     cargo build --release -p sendwerk
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \\
+    STATEMENT_BENCH_URL=postgres://postgres@127.0.0.1:5432/postgres \\
         python3 loadtest/statement_bench.py --runs 8 [VARIANT_DIR ...]
 
 Each variant may hold a `setup.sql` run after the migrations (e.g. a schema change to compare).
+To compare with an earlier commit, put its two statements in a directory:
+
+    mkdir -p /tmp/old && git show REV:services/store/sql/claim_due_recipients.sql > /tmp/old/claim.sql
+    git show REV:services/store/sql/finish_outcomes.sql > /tmp/old/wb.sql
+
+and, if migrations changed the schema since, a `setup.sql` that undoes them.
 """
 
 import argparse
@@ -31,11 +39,14 @@ import urllib.parse
 import uuid
 
 import psycopg
+from psycopg.types.numeric import Int2, Int8
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 DATABASE = "sendwerk_statement_bench"
 OWNER = uuid.UUID("00000000-0000-0000-0000-000000000001")
 BATCH = 1024
+ROWS = 200_000
+SHARDS = [Int2(shard) for shard in range(256)]
 WARMUP = 5
 
 DATA = [
@@ -88,22 +99,27 @@ def run(url: str, variant: pathlib.Path, rounds: int) -> tuple[float, float]:
     write_back = (variant / "wb.sql").read_text()
     with psycopg.connect(url, autocommit=True, cursor_factory=psycopg.RawCursor) as conn:
         pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-        after = (datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc), 0)
+        comm = pathlib.Path(f"/proc/{pid}")
+        if not comm.exists() or (comm / "comm").read_text().strip() != "postgres":
+            sys.exit(f"backend {pid} is not a postgres process on this machine")
+        after = (datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc), Int8(0))
         claim_cpu = write_cpu = 0.0
         counted = 0
         for round_ in range(rounds):
             start = backend_cpu(pid)
             with conn.transaction():
                 conn.execute("SET LOCAL enable_bitmapscan = off")
-                rows = conn.execute(claim, (1, list(range(256)), BATCH, OWNER, [], *after), prepare=True).fetchall()
+                rows = conn.execute(claim, (Int8(1), SHARDS, Int8(BATCH), OWNER, [], *after), prepare=True).fetchall()
             claimed = backend_cpu(pid)
             if not rows:
                 break
-            after = (rows[-1][11], rows[-1][0])
-            ids = [row[0] for row in rows]
+            # As the sender does: resume after the last row in due order.
+            due, last = max((row[11], row[0]) for row in rows)
+            after = (due, Int8(last))
+            ids = [Int8(row[0]) for row in rows]
             n = len(rows)
             args = (ids, ["sent"] * n, [250] * n, ["2.0.0"] * n, [f"250 2.0.0 Ok: queued as {i:X}" for i in ids],
-                    [None] * n, [f"<{i}@bench.example>" for i in ids], ["sent"] * n, OWNER, [False] * n, [1] * n,
+                    [None] * n, [f"<{i}@bench.example>" for i in ids], ["sent"] * n, OWNER, [False] * n, [Int8(1)] * n,
                     [row[10] for row in rows])
             start_write = backend_cpu(pid)
             written = conn.execute(write_back, args, prepare=True).fetchone()[0]
@@ -133,10 +149,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=150, help="claims of 1,024 per run")
     parser.add_argument("--sendwerk", type=pathlib.Path, default=ROOT / "target" / "release" / "sendwerk")
     args = parser.parse_args()
-    server_url = os.environ.get("DATABASE_URL") or sys.exit("set DATABASE_URL to a local Postgres server")
+    server_url = os.environ.get("STATEMENT_BENCH_URL") or sys.exit("set STATEMENT_BENCH_URL to a local Postgres server")
+    host = urllib.parse.urlsplit(server_url).hostname or "localhost"
+    if host not in ("localhost", "127.0.0.1", "::1") and not host.startswith("/"):
+        sys.exit(f"{host}: the server must run on this machine (its backends' CPU is read from /proc)")
     variants = args.variants or [checkout_variant()]
     results: dict[pathlib.Path, list[tuple[float, float]]] = {variant: [] for variant in variants}
-    rows = args.rounds * BATCH + 20 * BATCH
+    rows = max(ROWS, (args.rounds + 1) * BATCH)
     for run_index in range(args.runs):
         for variant in variants if run_index % 2 == 0 else variants[::-1]:
             url = prepare_database(server_url, args.sendwerk, variant, rows)

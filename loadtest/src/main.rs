@@ -568,8 +568,8 @@ async fn check_invariants(
             sent.iter().filter(|row| !deliveries.contains_key(row.get::<_, &str>(0))).count() as u64;
         let unknown: std::collections::HashSet<String> = client
             .query(
-                "SELECT DISTINCT r.email FROM delivery_events e JOIN recipients r ON r.id = e.recipient_id \
-                 WHERE e.mailing_id = $1 AND e.kind = 'outcome-unknown'",
+                "SELECT DISTINCT r.email FROM delivery_events e JOIN recipients r \
+                 ON r.mailing_id = e.mailing_id AND r.id = e.recipient_id WHERE e.mailing_id = $1 AND e.kind = 'outcome-unknown'",
                 &[&mailing_id],
             )
             .await?

@@ -135,7 +135,7 @@ async fn deferred_events(cluster: &TestCluster, email: &str) -> anyhow::Result<V
     tokio::spawn(connection);
     let rows = client
         .query(
-            "SELECT e.kind FROM delivery_events e JOIN recipients r ON r.id = e.recipient_id WHERE r.email = $1 ORDER BY e.id",
+            "SELECT e.kind FROM delivery_events e JOIN recipients r ON r.mailing_id = e.mailing_id AND r.id = e.recipient_id WHERE r.email = $1 ORDER BY e.id",
             &[&email],
         )
         .await?;

@@ -122,7 +122,7 @@ async fn outcome_unknown_recipients(cluster: &TestCluster) -> anyhow::Result<Vec
     let (client, connection) = tokio_postgres::connect(&cluster.database_url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let rows = client
-        .query("SELECT DISTINCT r.email FROM delivery_events e JOIN recipients r ON r.id = e.recipient_id WHERE e.kind = 'outcome-unknown'", &[])
+        .query("SELECT DISTINCT r.email FROM delivery_events e JOIN recipients r ON r.mailing_id = e.mailing_id AND r.id = e.recipient_id WHERE e.kind = 'outcome-unknown'", &[])
         .await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }

@@ -150,7 +150,10 @@ async fn held_rows_show_as_sending_and_end_cancelled_after_a_cancel() -> anyhow:
     let left: i64 = client.query_one("SELECT count(*) FROM queue WHERE mailing_id = $1", &[&id]).await?.get(0);
     assert_eq!(left, 0, "no queue row outlives its recipient's final state");
     let attempts: Vec<(i64, i32, Option<String>)> = client
-        .query("SELECT id, attempts, message_id FROM recipients WHERE id = ANY($1) ORDER BY id", &[&claimed_ids])
+        .query(
+            "SELECT id, attempts, message_id FROM recipients WHERE mailing_id = $1 AND id = ANY($2) ORDER BY id",
+            &[&id, &claimed_ids],
+        )
         .await?
         .iter()
         .map(|row| (row.get(0), row.get(1), row.get(2)))

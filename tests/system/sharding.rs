@@ -73,7 +73,8 @@ async fn domain_limit_holds_with(num_senders: usize) -> anyhow::Result<()> {
     let span: f64 = client
         .query_one(
             "SELECT extract(epoch FROM max(e.created_at) - min(e.created_at))::float8 FROM delivery_events e \
-             JOIN recipients r ON r.id = e.recipient_id WHERE e.kind = 'sent' AND r.domain = 'limited.example'",
+             JOIN recipients r ON r.mailing_id = e.mailing_id AND r.id = e.recipient_id \
+             WHERE e.kind = 'sent' AND r.domain = 'limited.example'",
             &[],
         )
         .await?
@@ -202,7 +203,7 @@ async fn a_graceful_stop_hands_back_rows_waiting_for_a_back_off_to_end() -> anyh
     // The throttled address itself waits for its retry; the others were parked, not attempted.
     let later: i64 = client
         .query_one(
-            "SELECT count(*) FROM queue q JOIN recipients r ON r.id = q.recipient_id
+            "SELECT count(*) FROM queue q JOIN recipients r ON r.mailing_id = q.mailing_id AND r.id = q.recipient_id
              WHERE q.mailing_id = $1 AND q.next_attempt_at > $2 AND r.email LIKE 'b%' AND r.attempts = 0",
             &[&id, &stopped_at],
         )

@@ -5,10 +5,13 @@
 --
 -- Statements that reach a recipient know its mailing: the queue row, the claim and the
 -- outcomes carry it. A bounce report names only the recipient id (from the VERP address); it
--- finds the mailing through the recipient's delivery events, which every sent recipient has.
+-- finds the mailing through the recipient's delivery events, which every sent recipient has:
+-- bounces need `delivery_events_by_recipient`, and the events of recipients that may still
+-- bounce.
 --
--- Senders of an earlier version look recipients up by id alone, which would now read the
--- whole table: they must all be stopped first.
+-- Every role of an earlier version (sender, control, bounce) looks recipients up by id alone,
+-- which would now read the whole table. The check below sees only senders; control and bounce
+-- must be stopped too (deploy/kubernetes/README.md).
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM workers WHERE heartbeat_at > now() - interval '2 minutes') THEN

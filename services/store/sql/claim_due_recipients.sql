@@ -57,7 +57,7 @@ WITH lease AS (
     -- counters took 1.2 ms through the function (three arrays of the batch built and unnested)
     -- and 0.4 ms grouped.
     INSERT INTO mailing_counts (mailing_id, state, part, n)
-    SELECT c.mailing_id, c.state, 1::smallint, sum(c.n)
+    SELECT c.mailing_id, c.state, 1::smallint, sum(c.n)::bigint
     FROM (SELECT mailing_id, old_state AS state, -count(*) AS n FROM claimed GROUP BY 1, 2
           UNION ALL
           SELECT mailing_id, 'sending', count(*) FROM claimed GROUP BY 1, 2) AS c

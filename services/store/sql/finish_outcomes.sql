@@ -49,7 +49,7 @@ WITH lease AS (
 ), counted AS (
     -- Grouped directly, as in claim_due_recipients.sql.
     INSERT INTO mailing_counts (mailing_id, state, part, n)
-    SELECT c.mailing_id, c.state, 2::smallint, sum(c.n)
+    SELECT c.mailing_id, c.state, 2::smallint, sum(c.n)::bigint
     FROM (SELECT mailing_id, 'sending' AS state, -count(*) AS n FROM updated GROUP BY 1, 2
           UNION ALL
           SELECT mailing_id, state, count(*) FROM updated GROUP BY 1, 2) AS c

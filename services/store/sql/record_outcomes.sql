@@ -98,7 +98,7 @@ WITH mailing AS (
 ), counted AS (
     -- Every row written leaves `sending`. Grouped directly, as in claim_due_recipients.sql.
     INSERT INTO mailing_counts (mailing_id, state, part, n)
-    SELECT c.mailing_id, c.state, 2::smallint, sum(c.n)
+    SELECT c.mailing_id, c.state, 2::smallint, sum(c.n)::bigint
     FROM (SELECT mailing_id, 'sending' AS state, -count(*) AS n FROM written GROUP BY 1, 2
           UNION ALL
           SELECT mailing_id, new_state, count(*) FROM written GROUP BY 1, 2) AS c
