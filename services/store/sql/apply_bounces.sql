@@ -8,10 +8,9 @@ WITH report AS (
 ), reported AS (
     -- A report names the recipient by id alone; its key is (mailing_id, id). The mailing comes
     -- from the recipient's delivery events: every recipient that was sent has one.
-    SELECT DISTINCT e.mailing_id, e.recipient_id AS id
+    SELECT DISTINCT e.mailing_id, b.id
     FROM report b
-    CROSS JOIN LATERAL (SELECT ev.mailing_id, ev.recipient_id FROM delivery_events ev
-                        WHERE ev.recipient_id = b.id LIMIT 1) AS e
+    CROSS JOIN LATERAL (SELECT ev.mailing_id FROM delivery_events ev WHERE ev.recipient_id = b.id LIMIT 1) AS e
 ), locked AS (
     -- Locked first, so that the state read here is the one the update replaces (two reports
     -- for one recipient may be applied at once); the counters move from it.
