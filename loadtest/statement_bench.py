@@ -25,7 +25,10 @@ To compare with an earlier commit, put its two statements in a directory:
     mkdir -p /tmp/old && git show REV:services/store/sql/claim_due_recipients.sql > /tmp/old/claim.sql
     git show REV:services/store/sql/finish_outcomes.sql > /tmp/old/wb.sql
 
-and, if migrations changed the schema since, a `setup.sql` that undoes them.
+and, if migrations changed the schema since, a `setup.sql` that undoes them. The statements
+must take the parameters of this checkout's: before migration 9 (claim batches) the write-back
+took the queue row's place instead of the lease token, version and claim time, so a commit
+before it is measured with its own copy of this script and its own build (`--sendwerk`).
 """
 
 import argparse
@@ -114,13 +117,13 @@ def run(url: str, variant: pathlib.Path, rounds: int) -> tuple[float, float]:
             if not rows:
                 break
             # As the sender does: resume after the last row in due order.
-            due, last = max((row[11], row[0]) for row in rows)
+            due, last = max((row[12], row[0]) for row in rows)
             after = (due, Int8(last))
             ids = [Int8(row[0]) for row in rows]
             n = len(rows)
             args = (ids, ["sent"] * n, [250] * n, ["2.0.0"] * n, [f"250 2.0.0 Ok: queued as {i:X}" for i in ids],
                     [None] * n, [f"<{i}@bench.example>" for i in ids], ["sent"] * n, OWNER, [False] * n, [Int8(1)] * n,
-                    [row[10] for row in rows])
+                    [Int8(row[8]) for row in rows], [row[11] for row in rows], [row[13] for row in rows])
             start_write = backend_cpu(pid)
             written = conn.execute(write_back, args, prepare=True).fetchone()[0]
             end = backend_cpu(pid)

@@ -140,8 +140,8 @@ async fn held_rows_show_as_sending_and_end_cancelled_after_a_cancel() -> anyhow:
         outcome(3, OutcomeKind::Released),
     ];
     // Another sender, holding no lease, is fenced off.
-    assert_eq!(cluster.store.record_outcomes(uuid::Uuid::new_v4(), &outcomes).await?, 0);
-    assert_eq!(cluster.store.record_outcomes(owner, &outcomes).await?, 4);
+    assert_eq!(cluster.store.record_outcomes(uuid::Uuid::new_v4(), &outcomes).await?.len(), 0);
+    assert_eq!(cluster.store.record_outcomes(owner, &outcomes).await?.len(), 4);
 
     let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
     assert_eq!((counts.sent, counts.cancelled, counts.sending, counts.queued, counts.deferred), (2, 8, 0, 0, 0));
@@ -207,11 +207,11 @@ fn claim_request(
     }
 }
 
-/// The write-back goes to each queue row where the claim left it (its ctid). A table rewrite
-/// between claim and write-back (here `VACUUM FULL`, as an operator or pg_repack might run it)
-/// moves every row; the outcomes must still all be written, none left leased.
+/// A write-back applies once: repeated (as the writer retries a batch whose commit it did not
+/// see acknowledged), it writes nothing, and neither the counters nor the events move again. A
+/// claim records its batch, which the sender deletes once every outcome is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outcomes_are_written_after_a_table_rewrite_moved_the_claimed_rows() -> anyhow::Result<()> {
+async fn a_repeated_write_back_writes_nothing_twice() -> anyhow::Result<()> {
     use sendwerk_store::{OutcomeKind, RecipientOutcome};
 
     let mut cluster = TestCluster::start_with(TestClusterOptions { start_sender: false, ..Default::default() }).await?;
@@ -219,32 +219,33 @@ async fn outcomes_are_written_after_a_table_rewrite_moved_the_claimed_rows() -> 
     assert_eq!(claimed.len(), 6);
     let (client, connection) = tokio_postgres::connect(&cluster.database_url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
-    client.batch_execute("VACUUM FULL queue").await?;
-    let places: Vec<String> = client
-        .query("SELECT ctid::text FROM queue WHERE mailing_id = $1 AND lease_owner IS NOT NULL", &[&id])
+    let batch = claimed[0].batch;
+    assert!(claimed.iter().all(|recipient| recipient.batch == batch), "one claim, one batch");
+    let entries: i64 = client
+        .query_one("SELECT cardinality(ids)::bigint FROM claim_batches WHERE id = $1 AND owner = $2", &[&batch, &owner])
         .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    assert!(
-        claimed.iter().any(|recipient| !places.contains(&recipient.queue_row)),
-        "the rewrite must have moved claimed rows ({places:?}) for this test to mean anything"
-    );
+        .get(0);
+    assert_eq!(entries, 6);
+    let waiting: i64 = client.query_one("SELECT count(*) FROM queue WHERE mailing_id = $1", &[&id]).await?.get(0);
+    assert_eq!(waiting, 4, "claimed rows leave the queue");
 
     let outcomes: Vec<_> = claimed
         .iter()
         .map(|recipient| RecipientOutcome { code: Some(250), ..RecipientOutcome::new(recipient, OutcomeKind::Sent) })
         .collect();
-    // A sender without the leases is still fenced off, wherever the rows are.
-    assert_eq!(cluster.store.record_outcomes(uuid::Uuid::new_v4(), &outcomes).await?, 0);
-    assert_eq!(cluster.store.record_outcomes(owner, &outcomes).await?, 6);
+    assert_eq!(cluster.store.record_outcomes(uuid::Uuid::new_v4(), &outcomes).await?.len(), 0);
+    assert_eq!(cluster.store.record_outcomes(owner, &outcomes).await?.len(), 6);
+    assert_eq!(cluster.store.record_outcomes(owner, &outcomes).await?.len(), 0, "already written");
     let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
     assert_eq!((counts.sent, counts.sending, counts.queued), (6, 0, 4));
-    let leased: i64 = client
-        .query_one("SELECT count(*) FROM queue WHERE mailing_id = $1 AND lease_owner IS NOT NULL", &[&id])
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM delivery_events WHERE mailing_id = $1 AND kind = 'sent'", &[&id])
         .await?
         .get(0);
-    assert_eq!(leased, 0, "no row stays leased");
+    assert_eq!(events, 6, "one event per attempt");
+    cluster.store.delete_claim_batches(owner, &[batch]).await?;
+    let batches: i64 = client.query_one("SELECT count(*) FROM claim_batches", &[]).await?.get(0);
+    assert_eq!(batches, 0);
     cluster.shutdown().await
 }
 
@@ -261,7 +262,7 @@ async fn a_claim_after_a_cursor_continues_in_due_order_and_the_front_finds_rows_
     let cursor = first.iter().map(|recipient| recipient.cursor()).max();
     // Hand the first row back unsent: it keeps its place, behind the cursor.
     let released = RecipientOutcome::new(&first[0], OutcomeKind::Released);
-    assert_eq!(cluster.store.record_outcomes(owner, &[released]).await?, 1);
+    assert_eq!(cluster.store.record_outcomes(owner, &[released]).await?.len(), 1);
 
     let next = cluster.store.claim_due_recipients(&claim(cursor, 3)).await?;
     assert_eq!(next.len(), 3);
@@ -286,16 +287,17 @@ async fn a_stale_outcome_is_not_written_onto_a_new_claim_of_the_same_row() -> an
     let (id, owner, first) = hold_rows(&mut cluster, 1, 1).await?;
     assert_eq!(first.len(), 1);
     let handed_back = RecipientOutcome::new(&first[0], OutcomeKind::Released);
-    assert_eq!(cluster.store.record_outcomes(owner, std::slice::from_ref(&handed_back)).await?, 1);
+    assert_eq!(cluster.store.record_outcomes(owner, std::slice::from_ref(&handed_back)).await?.len(), 1);
     let shards: Vec<i16> = (0..256).collect();
     let again = cluster.store.claim_due_recipients(&claim_request(id, &shards, owner, 1, None)).await?;
     assert_eq!(again.len(), 1);
-    assert_ne!(again[0].queue_row, first[0].queue_row, "the new claim wrote a new row version");
+    assert_ne!(again[0].batch, first[0].batch, "a new claim, a new batch");
+    assert_eq!(again[0].version, first[0].version + 1, "the hand-back moved the version");
 
     // A retried batch repeats the first claim's hand-back: it must not release the new claim.
-    assert_eq!(cluster.store.record_outcomes(owner, &[handed_back]).await?, 0);
+    assert_eq!(cluster.store.record_outcomes(owner, &[handed_back]).await?.len(), 0);
     let sent = RecipientOutcome { code: Some(250), ..RecipientOutcome::new(&again[0], OutcomeKind::Sent) };
-    assert_eq!(cluster.store.record_outcomes(owner, &[sent]).await?, 1);
+    assert_eq!(cluster.store.record_outcomes(owner, &[sent]).await?.len(), 1);
     let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
     assert_eq!((counts.sent, counts.sending, counts.queued), (1, 0, 0));
     cluster.shutdown().await

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::SenderConfig;
+use crate::batches::{ClaimBatches, write_back};
 use crate::leases::Ownership;
 use crate::limits::DomainLimits;
 use crate::parking::ParkingLot;
@@ -40,6 +41,7 @@ pub(crate) struct Claimer {
     pub ownership_rx: watch::Receiver<Arc<Ownership>>,
     pub stats: Arc<SenderStats>,
     pub parking: Arc<ParkingLot>,
+    pub batches: Arc<ClaimBatches>,
 }
 
 /// How long a sender keeps claiming after the last row it claimed in a mailing before it starts
@@ -237,7 +239,7 @@ impl Claimer {
     /// Hands claimed rows back to the queue unsent, due at once.
     async fn hand_back<'a>(&self, recipients: impl Iterator<Item = &'a ClaimedRecipient>) -> Result<(), StoreError> {
         let outcomes: Vec<_> = recipients.map(|recipient| released(recipient, None)).collect();
-        self.store.record_outcomes(self.worker_id, &outcomes).await?;
+        write_back(&self.store, self.worker_id, &self.batches, &outcomes).await?;
         self.stats.released.fetch_add(outcomes.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -278,6 +280,7 @@ impl Claimer {
                     }
                     Err(error) => return Err(error),
                 };
+            self.batches.claimed(&batch);
             let full = batch.len() as i64 == wanted;
             let newest = batch.iter().map(|recipient| recipient.cursor()).max();
             claimed.extend(batch);

@@ -8,6 +8,7 @@
 //! writer. It never holds a database transaction across SMTP, and every write is fenced by the
 //! shard lease's token: a sender that lost its lease writes nothing.
 
+mod batches;
 mod claimer;
 mod config;
 mod direct;

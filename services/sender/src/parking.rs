@@ -114,7 +114,7 @@ impl ParkingLot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use sendwerk_core::{MailingId, RecipientId};
     use sendwerk_store::ClaimedRecipient;
 
@@ -125,7 +125,16 @@ mod tests {
     }
 
     fn job_to(id: i64, domain: &str) -> Job {
-        let recipient = ClaimedRecipient {
+        Job { recipient: claimed_recipient_to(id, 1, domain), mailing: None }
+    }
+
+    /// A claimed recipient of mailing 1, shard 0, token 1, in claim batch `batch`.
+    pub(crate) fn claimed_recipient(id: i64, batch: i64) -> ClaimedRecipient {
+        claimed_recipient_to(id, batch, "slow.example")
+    }
+
+    fn claimed_recipient_to(id: i64, batch: i64, domain: &str) -> ClaimedRecipient {
+        ClaimedRecipient {
             id: RecipientId::new(id),
             mailing_id: MailingId::new(1),
             email: format!("r{id}@{domain}"),
@@ -137,11 +146,11 @@ mod tests {
             shard: 0,
             lease_token: 1,
             domain: domain.into(),
-            queue_row: "(0,1)".into(),
+            batch,
+            version: 0,
             due_at: chrono::Utc::now(),
             claimed_at: chrono::Utc::now(),
-        };
-        Job { recipient, mailing: None }
+        }
     }
 
     fn ids(jobs: &[Job]) -> Vec<i64> {

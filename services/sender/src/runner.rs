@@ -16,6 +16,7 @@ use tracing::{Instrument, info, info_span, warn};
 use uuid::Uuid;
 
 use crate::SenderConfig;
+use crate::batches::ClaimBatches;
 use crate::claimer::{Claimer, Job, released};
 use crate::direct::DirectDelivery;
 use crate::leases::{LeaseKeeper, Ownership};
@@ -122,6 +123,7 @@ impl Sender {
         let job_rx = Arc::new(Mutex::new(job_rx));
         let parking = Arc::new(ParkingLot::new(capacity, (capacity / 8).max(1)));
         let (outcome_tx, outcome_rx) = mpsc::channel(capacity * 2);
+        let batches = Arc::new(ClaimBatches::default());
         let process_limiter = self
             .config
             .max_messages_per_second
@@ -150,6 +152,7 @@ impl Sender {
                 Arc::clone(&self.config),
                 outcome_rx,
                 Arc::clone(&self.stats),
+                Arc::clone(&batches),
             )
             .instrument(info_span!("sender_writer")),
         );
@@ -179,6 +182,7 @@ impl Sender {
             ownership_rx,
             stats: Arc::clone(&self.stats),
             parking: Arc::clone(&parking),
+            batches,
         };
         let claimer_task = tokio::spawn(claimer.run(job_tx, stop_rx.clone()).instrument(info_span!("sender_claimer")));
 

@@ -10,6 +10,7 @@ use tracing::warn;
 use uuid::Uuid;
 
 use crate::SenderConfig;
+use crate::batches::{ClaimBatches, write_back};
 use crate::runner::SenderStats;
 
 /// Writes outcomes until every sender of the channel is gone; on a database error it keeps the
@@ -21,6 +22,7 @@ pub(crate) async fn write_outcomes(
     config: Arc<SenderConfig>,
     mut outcome_rx: mpsc::Receiver<RecipientOutcome>,
     stats: Arc<SenderStats>,
+    batches: Arc<ClaimBatches>,
 ) -> Result<(), StoreError> {
     let mut batch: Vec<RecipientOutcome> = Vec::with_capacity(config.flush_batch_size);
     let mut open = true;
@@ -44,7 +46,7 @@ pub(crate) async fn write_outcomes(
         if batch.is_empty() {
             continue;
         }
-        match store.record_outcomes(worker_id, &batch).await {
+        match write_back(&store, worker_id, &batches, &batch).await {
             Ok(written) => {
                 stats.recorded.fetch_add(written, Ordering::Relaxed);
                 let fenced = batch.len() as u64 - written.min(batch.len() as u64);

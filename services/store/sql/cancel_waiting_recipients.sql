@@ -1,8 +1,9 @@
 -- Cancels every recipient of mailing $1 still waiting in the queue. Rows a sender holds right
--- now are left to it: their outcome decides (a retry of a cancelled mailing ends `cancelled`).
+-- now (claimed, so no longer in the queue) are left to it: their outcome decides (a retry of a
+-- cancelled mailing ends `cancelled`).
 WITH dequeued AS (
     DELETE FROM queue
-    WHERE mailing_id = $1 AND lease_owner IS NULL
+    WHERE mailing_id = $1
     RETURNING recipient_id, retry
 ), cancelled AS (
     UPDATE recipients r

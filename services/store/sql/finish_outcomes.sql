@@ -1,28 +1,20 @@
 -- Writes back a batch of final outcomes (sent, failed, expired, suppressed, skipped) for rows
 -- sender $9 still holds, with one event each, and returns the ids of the rows written. The
 -- common case of `record_outcomes.sql`, without what only a row handed back needs: a final
--- outcome removes a held queue row, which a cancel never touches (it ends only waiting rows),
--- so neither the mailing's lock nor its state matters here.
+-- outcome puts nothing back in the queue, so neither the mailing's lock nor its state matters
+-- here.
 --
--- The shard lease is the fence, checked on the row as the delete finds it, where the claim
--- left it (see record_outcomes.sql).
+-- The fence, checked on the recipient row as the update finds it: its version is still the
+-- one the claim read ($13), so nothing has written this attempt yet (a retried write-back, or
+-- recovery by the shard's next holder), and the shard's lease is still the one claimed under
+-- ($12), held by $9 and unexpired. The claim already removed the queue row.
 WITH lease AS (
     SELECT ARRAY(SELECT CASE WHEN l.owner = $9 AND l.expires_at > now() THEN l.token END
                  FROM shard_leases l ORDER BY l.shard) AS tokens
-), dequeued AS (
-    DELETE FROM queue q
-    USING unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[],
-                 $7::text[], $8::text[], $10::bool[], $11::bigint[], $12::text[])
-          AS d(id, state, code, enhanced, reply, reason, message_id, event_kind, suppress, mailing_id,
-               queue_row),
-          lease
-    WHERE q.ctid = d.queue_row::tid AND q.recipient_id = d.id AND q.mailing_id = d.mailing_id
-      AND q.lease_owner = $9
-      AND q.lease_token = lease.tokens[q.shard + 1]
-    RETURNING d.*, q.claimed_at
 ), updated AS (
     UPDATE recipients r
     SET state = h.state,
+        version = r.version + 1,
         attempts = r.attempts + 1,
         first_attempt_at = coalesce(r.first_attempt_at, h.claimed_at),
         last_code = coalesce(h.code, r.last_code),
@@ -31,8 +23,14 @@ WITH lease AS (
         reason = h.reason,
         message_id = coalesce(h.message_id, r.message_id),
         updated_at = now()
-    FROM dequeued h
+    FROM unnest($1::bigint[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[],
+                $8::text[], $10::bool[], $11::bigint[], $12::bigint[], $13::int[], $14::timestamptz[])
+         AS h(id, state, code, enhanced, reply, reason, message_id, event_kind, suppress, mailing_id, token,
+              version, claimed_at),
+         lease
     WHERE r.mailing_id = h.mailing_id AND r.id = h.id
+      AND r.version = h.version
+      AND lease.tokens[r.shard + 1] = h.token
     RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts, r.state, h.event_kind, h.code, h.enhanced,
               coalesce(h.reply, h.reason) AS detail, r.email, h.suppress, h.reason
 ), suppressed AS (

@@ -2,27 +2,30 @@
 -- (by a sender that died, stalled or restarted, or by this one before it lost the lease): retried,
 -- with an event recording that the earlier attempt's outcome is unknown and a duplicate delivery
 -- is possible. The attempt counts. A cancelled mailing's rows end `cancelled` instead.
-WITH orphans AS (
-    SELECT q.recipient_id AS id, q.mailing_id, q.claimed_at, m.state = 'cancelled' AS cancelled
-    FROM queue q
-    JOIN mailings m ON m.id = q.mailing_id
-    WHERE q.lease_owner IS NOT NULL AND q.shard = ANY ($1::smallint[])
-      AND NOT EXISTS (SELECT 1 FROM shard_leases l
-                      WHERE l.shard = q.shard AND l.owner = $2 AND l.token = q.lease_token)
-    -- Ordered against a concurrent cancel as in record_outcomes.sql.
-    FOR UPDATE OF q SKIP LOCKED FOR KEY SHARE OF m
-), dequeued AS (
-    DELETE FROM queue q
-    USING orphans o
-    WHERE q.recipient_id = o.id AND o.cancelled
-), requeued AS (
-    UPDATE queue q
-    SET lease_owner = NULL, lease_token = NULL, claimed_at = NULL, next_attempt_at = now(), retry = true
-    FROM orphans o
-    WHERE q.recipient_id = o.id AND NOT o.cancelled
+--
+-- They are the entries of claim batches under a token that is not the shard's now, whose
+-- recipient still has the version the claim read: no outcome was written for that attempt.
+WITH lease AS (
+    SELECT ARRAY(SELECT CASE WHEN l.owner = $2 AND l.expires_at > now() THEN l.token END
+                 FROM shard_leases l ORDER BY l.shard) AS tokens
+), entries AS (
+    SELECT b.mailing_id, b.claimed_at, e.id, e.version
+    FROM claim_batches b, lease, unnest(b.ids, b.shards, b.versions) AS e(id, shard, version)
+    WHERE e.shard = ANY ($1::smallint[])
+      AND lease.tokens[e.shard + 1] IS NOT NULL
+      AND b.tokens[e.shard + 1] IS DISTINCT FROM lease.tokens[e.shard + 1]
+), orphans AS (
+    -- Locked, and the version re-checked on the row as a concurrent write left it. Ordered
+    -- against a concurrent cancel as in record_outcomes.sql.
+    SELECT r.id, r.mailing_id, e.claimed_at, m.state = 'cancelled' AS cancelled
+    FROM entries e
+    JOIN recipients r ON r.mailing_id = e.mailing_id AND r.id = e.id AND r.version = e.version
+    JOIN mailings m ON m.id = e.mailing_id
+    FOR UPDATE OF r FOR KEY SHARE OF m
 ), recovered AS (
     UPDATE recipients r
     SET state = CASE WHEN o.cancelled THEN 'cancelled' ELSE 'deferred' END,
+        version = r.version + 1,
         attempts = r.attempts + 1,
         first_attempt_at = coalesce(r.first_attempt_at, o.claimed_at),
         next_attempt_at = now(),
@@ -30,7 +33,12 @@ WITH orphans AS (
         updated_at = now()
     FROM orphans o
     WHERE r.mailing_id = o.mailing_id AND r.id = o.id
-    RETURNING r.id, r.tenant_id, r.mailing_id, r.attempts, r.state, 'sending'::text AS old_state
+    RETURNING r.id, r.tenant_id, r.mailing_id, r.shard, r.domain, r.attempts, r.state, 'sending'::text AS old_state
+), requeued AS (
+    INSERT INTO queue (recipient_id, mailing_id, shard, domain, next_attempt_at, retry)
+    SELECT id, mailing_id, shard, domain, now(), true
+    FROM recovered
+    WHERE state = 'deferred'
 ), counted AS (
     INSERT INTO mailing_counts (mailing_id, state, part, n)
     SELECT c.*

@@ -31,11 +31,11 @@ fn held_from_rows(rows: &[tokio_postgres::Row]) -> Vec<HeldShard> {
     held
 }
 
-/// Run before the recovery statement, in its transaction. The statement reads the whole queue
-/// for rows in flight, and on a campaign's queue the planner's estimate passes
-/// `jit_above_cost`: Postgres then compiled it to machine code at every run, which took 50–90 ms
-/// (`pg_stat_statements`: 80 functions per call) for a statement that runs at every shard
-/// takeover and every tenth lease round.
+/// Run before the recovery statements, in their transaction. When recovery read the whole queue
+/// for rows in flight, the planner's estimate passed `jit_above_cost` on a campaign's queue, and
+/// Postgres compiled the statement to machine code at every run: 50–90 ms
+/// (`pg_stat_statements`: 80 functions per call) at every shard takeover and every tenth lease
+/// round. It now reads the claim batches, a few rows, but a cold path gains nothing from JIT.
 const RECOVERY_SETTINGS: &str = "SET LOCAL jit = off";
 
 impl Store {
@@ -133,6 +133,8 @@ impl Store {
         transaction.batch_execute(RECOVERY_SETTINGS).await?;
         let recover = transaction.prepare_cached(include_str!("../sql/recover_orphaned_rows.sql")).await?;
         let recovered = transaction.execute(&recover, &[&shards, &worker]).await?;
+        let settled = transaction.prepare_cached(include_str!("../sql/delete_settled_batches.sql")).await?;
+        transaction.execute(&settled, &[&shards, &worker]).await?;
         transaction.commit().await?;
         Ok(recovered)
     }

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (6, "event_id_brin", include_str!("../migrations/0006_event_id_brin.sql")),
     (7, "queue_due_cursor", include_str!("../migrations/0007_queue_due_cursor.sql")),
     (8, "recipients_keyed_by_mailing", include_str!("../migrations/0008_recipients_keyed_by_mailing.sql")),
+    (9, "claim_batches", include_str!("../migrations/0009_claim_batches.sql")),
 ];
 
 /// An arbitrary, fixed key for `pg_advisory_lock`: "sendwerk" in ASCII.

@@ -1,7 +1,7 @@
 //! The delivery queue: activating due mailings, claiming due recipients under a lease, writing
 //! outcomes back in batches, completing mailings, and recovering the rows of dead senders.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -38,9 +38,11 @@ pub struct ClaimedRecipient {
     /// The fencing token of the shard lease it was claimed under.
     pub lease_token: i64,
     pub domain: String,
-    /// Where the claim left the row's queue entry (its ctid), so that the write-back goes
-    /// there directly; a row found elsewhere (the table was rewritten) is looked up by key.
-    pub queue_row: String,
+    /// The claim batch it was claimed in (`claim_batches`).
+    pub batch: i64,
+    /// The recipient's version when it was claimed: the write-back applies only while it is
+    /// unchanged.
+    pub version: i32,
     /// When it was due: with its id, its place in the due order ([`Self::cursor`]).
     pub due_at: DateTime<Utc>,
     /// When it was claimed: with the sender, this identifies the claim.
@@ -109,8 +111,12 @@ pub struct RecipientOutcome {
     pub message_id: Option<String>,
     /// Suppress the address (a permanent rejection of the address itself).
     pub suppress: bool,
-    /// The queue entry's place as claimed ([`ClaimedRecipient::queue_row`]).
-    pub queue_row: String,
+    /// The claim batch ([`ClaimedRecipient::batch`]).
+    pub batch: i64,
+    /// The shard lease token claimed under ([`ClaimedRecipient::lease_token`]).
+    pub lease_token: i64,
+    /// The recipient's version at the claim ([`ClaimedRecipient::version`]).
+    pub version: i32,
     /// When the row was claimed ([`ClaimedRecipient::claimed_at`]).
     pub claimed_at: DateTime<Utc>,
 }
@@ -129,50 +135,12 @@ impl RecipientOutcome {
             reason: None,
             message_id: None,
             suppress: false,
-            queue_row: claimed.queue_row.clone(),
+            batch: claimed.batch,
+            lease_token: claimed.lease_token,
+            version: claimed.version,
             claimed_at: claimed.claimed_at,
         }
     }
-}
-
-/// Writes `outcomes` (all final when `finals`, else none) at the places they were claimed, then
-/// once more for the rows that moved since: how many were written.
-async fn write_where_claimed(
-    client: &deadpool_postgres::Client,
-    owner: Uuid,
-    outcomes: &[&RecipientOutcome],
-    finals: bool,
-) -> Result<u64, StoreError> {
-    let written = write_outcomes(client, owner, outcomes, finals).await?;
-    if written.len() == outcomes.len() {
-        return Ok(written.len() as u64);
-    }
-    let written: HashSet<i64> = written.into_iter().collect();
-    let (missed, claim_times): (Vec<i64>, Vec<DateTime<Utc>>) = outcomes
-        .iter()
-        .filter(|outcome| !written.contains(&outcome.id.get()))
-        .map(|outcome| (outcome.id.get(), outcome.claimed_at))
-        .unzip();
-    let locate = client.prepare_cached(include_str!("../sql/locate_queue_rows.sql")).await?;
-    let places: HashMap<i64, String> = client
-        .query(&locate, &[&missed, &claim_times, &owner])
-        .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
-    let moved: Vec<RecipientOutcome> = outcomes
-        .iter()
-        .filter_map(|outcome| {
-            let place = places.get(&outcome.id.get()).filter(|place| **place != outcome.queue_row)?;
-            Some(RecipientOutcome { queue_row: place.clone(), ..(*outcome).clone() })
-        })
-        .collect();
-    if moved.is_empty() {
-        return Ok(written.len() as u64);
-    }
-    tracing::debug!(num_moved = moved.len(), "queue rows moved since their claim; writing them at their new place");
-    let moved: Vec<&RecipientOutcome> = moved.iter().collect();
-    Ok((written.len() + write_outcomes(client, owner, &moved, finals).await?.len()) as u64)
 }
 
 /// One write-back statement: `finish_outcomes.sql` for final outcomes (`finals`), else
@@ -194,7 +162,9 @@ async fn write_outcomes(
     let mut events = Vec::with_capacity(outcomes.len());
     let mut suppress = Vec::with_capacity(outcomes.len());
     let mut mailing_ids = Vec::with_capacity(outcomes.len());
-    let mut queue_rows = Vec::with_capacity(outcomes.len());
+    let mut tokens = Vec::with_capacity(outcomes.len());
+    let mut versions = Vec::with_capacity(outcomes.len());
+    let mut claim_times = Vec::with_capacity(outcomes.len());
     for outcome in outcomes {
         let (state, event) = outcome.kind.state_and_event();
         ids.push(outcome.id.get());
@@ -208,7 +178,9 @@ async fn write_outcomes(
         events.push(event);
         suppress.push(outcome.suppress);
         mailing_ids.push(outcome.mailing_id.get());
-        queue_rows.push(outcome.queue_row.as_str());
+        tokens.push(outcome.lease_token);
+        versions.push(outcome.version);
+        claim_times.push(outcome.claimed_at);
     }
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
         &ids,
@@ -223,7 +195,9 @@ async fn write_outcomes(
         &owner,
         &suppress,
         &mailing_ids,
-        &queue_rows,
+        &tokens,
+        &versions,
+        &claim_times,
     ];
     let sql = if finals {
         // A final outcome has no next attempt; the statement takes every other parameter.
@@ -253,9 +227,10 @@ fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> Claimed
         shard: row.get(7),
         lease_token: row.get(8),
         domain: row.get(9),
-        queue_row: row.get(10),
-        due_at: row.get(11),
-        claimed_at: row.get(12),
+        batch: row.get(10),
+        version: row.get(11),
+        due_at: row.get(12),
+        claimed_at: row.get(13),
     }
 }
 
@@ -353,25 +328,36 @@ impl Store {
     }
 
     /// Writes back outcomes for rows `owner` still holds, with one delivery event each. Returns
-    /// how many rows were written: rows whose lease was lost are skipped. Final outcomes go in
-    /// one statement, rows handed back (retries, releases) in another.
-    ///
-    /// Each row is written where its claim left it. Rows not found there are looked up by key
-    /// and written again if they moved (a table rewrite, such as `VACUUM FULL`, moves every
-    /// row) while still held under the same claim; a row changed by anyone else, or handed
-    /// back and claimed again, is not this claim's any more, and stays unwritten.
+    /// the ids of the rows written: a row whose lease was lost, or whose outcome was already
+    /// written (a write-back retried after its commit), is skipped. Final outcomes go in one
+    /// statement, rows handed back (retries, releases) in another.
     #[instrument(skip_all, fields(num_outcomes = outcomes.len()))]
-    pub async fn record_outcomes(&self, owner: Uuid, outcomes: &[RecipientOutcome]) -> Result<u64, StoreError> {
+    pub async fn record_outcomes(
+        &self,
+        owner: Uuid,
+        outcomes: &[RecipientOutcome],
+    ) -> Result<HashSet<RecipientId>, StoreError> {
         let (finals, handed_back): (Vec<&RecipientOutcome>, Vec<&RecipientOutcome>) =
             outcomes.iter().partition(|outcome| outcome.kind.is_final());
         let client = self.client().await?;
-        let mut written = 0;
+        let mut written = HashSet::with_capacity(outcomes.len());
         for (batch, finals) in [(finals, true), (handed_back, false)] {
             if !batch.is_empty() {
-                written += write_where_claimed(&client, owner, &batch, finals).await?;
+                written.extend(write_outcomes(&client, owner, &batch, finals).await?.into_iter().map(RecipientId::new));
             }
         }
         Ok(written)
+    }
+
+    /// Deletes claim batches of `owner` whose outcomes are all written.
+    pub async fn delete_claim_batches(&self, owner: Uuid, batches: &[i64]) -> Result<(), StoreError> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let delete = client.prepare_cached(include_str!("../sql/delete_claim_batches.sql")).await?;
+        client.execute(&delete, &[&owner, &batches]).await?;
+        Ok(())
     }
 
     /// Completes the given sending mailings that have no recipient left to send. Locks each
