@@ -28,7 +28,7 @@ async fn the_claim_reads_waiting_rows_through_queue_due_draining_and_at_campaign
         .await?;
     client.batch_execute("VACUUM ANALYZE queue").await?;
     let plan = cluster.store.explain_claim(MailingId::new(id)).await?;
-    // The update fetches the rows it found by place (ctid), the recipients by primary key. On
+    // The delete fetches the rows it found by place (ctid), the recipients by primary key. On
     // this small narrow queue (154 pages, 400 live rows) the planner may read it
     // sequentially instead of through `queue_due`; the wide recipients table must never be
     // scanned, only read by primary key. (`w` is the claim's alias for the waiting rows.)
@@ -56,7 +56,7 @@ async fn the_claim_reads_waiting_rows_through_queue_due_draining_and_at_campaign
         plan.contains("Index Scan using queue_due on queue w "),
         "with 200,000 waiting rows the claim must read them through queue_due:\n{plan}"
     );
-    assert!(plan.contains("Tid Scan on queue q"), "the update must fetch the rows it found by place:\n{plan}");
+    assert!(plan.contains("Tid Scan on queue q"), "the delete must fetch the rows it found by place:\n{plan}");
     assert!(!plan.contains("Seq Scan on recipients"), "no sequential scan of recipients:\n{plan}");
     cluster.shutdown().await
 }
@@ -140,8 +140,8 @@ async fn held_rows_show_as_sending_and_end_cancelled_after_a_cancel() -> anyhow:
         outcome(3, OutcomeKind::Released),
     ];
     // Another sender, holding no lease, is fenced off.
-    assert_eq!(cluster.store.record_outcomes(uuid::Uuid::new_v4(), &outcomes).await?.len(), 0);
-    assert_eq!(cluster.store.record_outcomes(owner, &outcomes).await?.len(), 4);
+    assert_eq!(cluster.store.record_outcomes(uuid::Uuid::new_v4(), &outcomes).await?.written.len(), 0);
+    assert_eq!(cluster.store.record_outcomes(owner, &outcomes).await?.written.len(), 4);
 
     let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
     assert_eq!((counts.sent, counts.cancelled, counts.sending, counts.queued, counts.deferred), (2, 8, 0, 0, 0));
@@ -233,9 +233,12 @@ async fn a_repeated_write_back_writes_nothing_twice() -> anyhow::Result<()> {
         .iter()
         .map(|recipient| RecipientOutcome { code: Some(250), ..RecipientOutcome::new(recipient, OutcomeKind::Sent) })
         .collect();
-    assert_eq!(cluster.store.record_outcomes(uuid::Uuid::new_v4(), &outcomes).await?.len(), 0);
-    assert_eq!(cluster.store.record_outcomes(owner, &outcomes).await?.len(), 6);
-    assert_eq!(cluster.store.record_outcomes(owner, &outcomes).await?.len(), 0, "already written");
+    let stranger = cluster.store.record_outcomes(uuid::Uuid::new_v4(), &outcomes).await?;
+    assert_eq!((stranger.written.len(), stranger.fenced.len()), (0, 6), "a sender without the leases is fenced off");
+    let first = cluster.store.record_outcomes(owner, &outcomes).await?;
+    assert_eq!((first.written.len(), first.fenced.len()), (6, 0));
+    let again = cluster.store.record_outcomes(owner, &outcomes).await?;
+    assert_eq!((again.written.len(), again.fenced.len()), (0, 0), "already written, not fenced");
     let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
     assert_eq!((counts.sent, counts.sending, counts.queued), (6, 0, 4));
     let events: i64 = client
@@ -262,7 +265,7 @@ async fn a_claim_after_a_cursor_continues_in_due_order_and_the_front_finds_rows_
     let cursor = first.iter().map(|recipient| recipient.cursor()).max();
     // Hand the first row back unsent: it keeps its place, behind the cursor.
     let released = RecipientOutcome::new(&first[0], OutcomeKind::Released);
-    assert_eq!(cluster.store.record_outcomes(owner, &[released]).await?.len(), 1);
+    assert_eq!(cluster.store.record_outcomes(owner, &[released]).await?.written.len(), 1);
 
     let next = cluster.store.claim_due_recipients(&claim(cursor, 3)).await?;
     assert_eq!(next.len(), 3);
@@ -287,7 +290,7 @@ async fn a_stale_outcome_is_not_written_onto_a_new_claim_of_the_same_row() -> an
     let (id, owner, first) = hold_rows(&mut cluster, 1, 1).await?;
     assert_eq!(first.len(), 1);
     let handed_back = RecipientOutcome::new(&first[0], OutcomeKind::Released);
-    assert_eq!(cluster.store.record_outcomes(owner, std::slice::from_ref(&handed_back)).await?.len(), 1);
+    assert_eq!(cluster.store.record_outcomes(owner, std::slice::from_ref(&handed_back)).await?.written.len(), 1);
     let shards: Vec<i16> = (0..256).collect();
     let again = cluster.store.claim_due_recipients(&claim_request(id, &shards, owner, 1, None)).await?;
     assert_eq!(again.len(), 1);
@@ -295,9 +298,9 @@ async fn a_stale_outcome_is_not_written_onto_a_new_claim_of_the_same_row() -> an
     assert_eq!(again[0].version, first[0].version + 1, "the hand-back moved the version");
 
     // A retried batch repeats the first claim's hand-back: it must not release the new claim.
-    assert_eq!(cluster.store.record_outcomes(owner, &[handed_back]).await?.len(), 0);
+    assert_eq!(cluster.store.record_outcomes(owner, &[handed_back]).await?.written.len(), 0);
     let sent = RecipientOutcome { code: Some(250), ..RecipientOutcome::new(&again[0], OutcomeKind::Sent) };
-    assert_eq!(cluster.store.record_outcomes(owner, &[sent]).await?.len(), 1);
+    assert_eq!(cluster.store.record_outcomes(owner, &[sent]).await?.written.len(), 1);
     let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
     assert_eq!((counts.sent, counts.sending, counts.queued), (1, 0, 0));
     cluster.shutdown().await

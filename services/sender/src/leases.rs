@@ -56,10 +56,9 @@ pub(crate) struct LeaseKeeper {
 
 /// Every this many rounds, recovery looks at every held shard, not only those just taken over.
 /// Rows under a foreign token can appear after a takeover's recovery: a claim by the previous
-/// holder that was already running commits with its old token, a write-back that recovery
-/// skipped (it held the row locked) aborts, or an acquisition's reply is lost and the shard
-/// shows up as renewed. The sweep reads the whole queue (no index covers leased rows, so that
-/// claims stay HOT), hence not every round.
+/// holder that was already running commits with its old token, or an acquisition's reply is
+/// lost and the shard shows up as renewed. The sweep reads every claim batch, hence not every
+/// round.
 const SWEEP_EVERY_ROUNDS: u32 = 10;
 
 impl LeaseKeeper {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sendwerk_store::{RecipientOutcome, Store, StoreError};
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::SenderConfig;
@@ -47,12 +47,16 @@ pub(crate) async fn write_outcomes(
             continue;
         }
         match write_back(&store, worker_id, &batches, &batch).await {
-            Ok(written) => {
-                stats.recorded.fetch_add(written, Ordering::Relaxed);
-                let fenced = batch.len() as u64 - written.min(batch.len() as u64);
+            Ok(result) => {
+                stats.recorded.fetch_add(result.written.len() as u64, Ordering::Relaxed);
+                let fenced = result.fenced.len() as u64;
                 if fenced > 0 {
                     stats.fenced.fetch_add(fenced, Ordering::Relaxed);
                     warn!(fenced, "outcomes not written: the shard lease was lost; another sender retries those rows");
+                }
+                let already = batch.len().saturating_sub(result.written.len() + result.fenced.len());
+                if already > 0 {
+                    info!(already, "outcomes already written (a write-back retried after its commit)");
                 }
                 batch.clear();
             }

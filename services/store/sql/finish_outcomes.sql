@@ -1,5 +1,6 @@
 -- Writes back a batch of final outcomes (sent, failed, expired, suppressed, skipped) for rows
--- sender $9 still holds, with one event each, and returns the ids of the rows written. The
+-- sender $9 still holds, with one event each, and returns the ids of the rows written and of
+-- those fenced off (the shards of the rows in $15). The
 -- common case of `record_outcomes.sql`, without what only a row handed back needs: a final
 -- outcome puts nothing back in the queue, so neither the mailing's lock nor its state matters
 -- here.
@@ -56,4 +57,11 @@ WITH lease AS (
     ORDER BY c.mailing_id, c.state
     ON CONFLICT (mailing_id, state, part) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 )
-SELECT coalesce(array_agg(id), '{}') FROM updated
+-- The rows written, and those fenced off: their shard's lease is no longer the one claimed
+-- under. A row neither written nor fenced had its outcome written already (a retried
+-- write-back): under the current lease only its holder writes.
+SELECT coalesce(array_agg(id), '{}'),
+       ARRAY(SELECT f.id
+             FROM unnest($1::bigint[], $15::smallint[], $12::bigint[]) AS f(id, shard, token), lease
+             WHERE lease.tokens[f.shard + 1] IS DISTINCT FROM f.token)
+FROM updated

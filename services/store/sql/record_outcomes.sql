@@ -1,5 +1,6 @@
 -- Writes back a batch of outcomes for rows sender $10 still holds, with one event each, and
--- returns the ids of the rows written. The fence is that of finish_outcomes.sql: the
+-- returns the ids of the rows written and of those fenced off (the shards of the rows in $16).
+-- The fence is that of finish_outcomes.sql: the
 -- recipient's version is still the claimed one ($14), under the shard lease claimed under
 -- ($13), which $10 still holds. A sender whose lease expired or moved on writes nothing, even
 -- for rows nobody has recovered yet.
@@ -88,4 +89,11 @@ WITH mailing AS (
     ORDER BY c.mailing_id, c.state
     ON CONFLICT (mailing_id, state, part) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 )
-SELECT coalesce(array_agg(id), '{}') FROM updated
+-- The rows written, and those fenced off: their shard's lease is no longer the one claimed
+-- under. A row neither written nor fenced had its outcome written already (a retried
+-- write-back): under the current lease only its holder writes.
+SELECT coalesce(array_agg(id), '{}'),
+       ARRAY(SELECT f.id
+             FROM unnest($1::bigint[], $16::smallint[], $13::bigint[]) AS f(id, shard, token), lease
+             WHERE lease.tokens[f.shard + 1] IS DISTINCT FROM f.token)
+FROM updated

@@ -24,7 +24,7 @@ pub use error::StoreError;
 pub use leases::{HeldShard, WorkerInfo};
 pub use mailings::{AttachmentData, MailingAction, MailingContent, MailingRecord, StateCounts};
 pub use pool::{Store, StoreConfig};
-pub use queue::{ClaimCursor, ClaimRequest, ClaimedRecipient, OutcomeKind, RecipientOutcome};
+pub use queue::{ClaimCursor, ClaimRequest, ClaimedRecipient, OutcomeKind, RecipientOutcome, WriteBack};
 pub use recipients::{
     ExportRow, IngestSummary, NewRecipient, RecipientLookup, RecipientRecord, RecipientVariables, RejectedRecipient,
     Rejection,

@@ -45,7 +45,7 @@ pub struct ClaimedRecipient {
     pub version: i32,
     /// When it was due: with its id, its place in the due order ([`Self::cursor`]).
     pub due_at: DateTime<Utc>,
-    /// When it was claimed: with the sender, this identifies the claim.
+    /// When it was claimed (the first attempt's time, if this is the first).
     pub claimed_at: DateTime<Utc>,
 }
 
@@ -77,6 +77,17 @@ pub struct ClaimRequest<'a> {
     pub paced: bool,
     /// Claim only rows after this place in the due order (`None`: from the front).
     pub after: Option<ClaimCursor>,
+}
+
+/// What a write-back did with its outcomes.
+#[derive(Debug, Default)]
+pub struct WriteBack {
+    /// The rows written.
+    pub written: HashSet<RecipientId>,
+    /// The rows not written because the shard's lease is no longer the one claimed under (lost
+    /// or expired): the shard's next holder recovers them. A row in neither set had its
+    /// outcome written already.
+    pub fenced: HashSet<RecipientId>,
 }
 
 /// How an attempt ended, as written back.
@@ -113,6 +124,8 @@ pub struct RecipientOutcome {
     pub suppress: bool,
     /// The claim batch ([`ClaimedRecipient::batch`]).
     pub batch: i64,
+    /// The recipient's shard ([`ClaimedRecipient::shard`]).
+    pub shard: i16,
     /// The shard lease token claimed under ([`ClaimedRecipient::lease_token`]).
     pub lease_token: i64,
     /// The recipient's version at the claim ([`ClaimedRecipient::version`]).
@@ -136,6 +149,7 @@ impl RecipientOutcome {
             message_id: None,
             suppress: false,
             batch: claimed.batch,
+            shard: claimed.shard,
             lease_token: claimed.lease_token,
             version: claimed.version,
             claimed_at: claimed.claimed_at,
@@ -144,13 +158,13 @@ impl RecipientOutcome {
 }
 
 /// One write-back statement: `finish_outcomes.sql` for final outcomes (`finals`), else
-/// `record_outcomes.sql`. Returns the ids of the rows written.
+/// `record_outcomes.sql`. Returns the ids of the rows written and of those fenced off.
 async fn write_outcomes(
     client: &deadpool_postgres::Client,
     owner: Uuid,
     outcomes: &[&RecipientOutcome],
     finals: bool,
-) -> Result<Vec<i64>, StoreError> {
+) -> Result<(Vec<i64>, Vec<i64>), StoreError> {
     let mut ids = Vec::with_capacity(outcomes.len());
     let mut states = Vec::with_capacity(outcomes.len());
     let mut next_attempts = Vec::with_capacity(outcomes.len());
@@ -165,6 +179,7 @@ async fn write_outcomes(
     let mut tokens = Vec::with_capacity(outcomes.len());
     let mut versions = Vec::with_capacity(outcomes.len());
     let mut claim_times = Vec::with_capacity(outcomes.len());
+    let mut shards = Vec::with_capacity(outcomes.len());
     for outcome in outcomes {
         let (state, event) = outcome.kind.state_and_event();
         ids.push(outcome.id.get());
@@ -181,6 +196,7 @@ async fn write_outcomes(
         tokens.push(outcome.lease_token);
         versions.push(outcome.version);
         claim_times.push(outcome.claimed_at);
+        shards.push(outcome.shard);
     }
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
         &ids,
@@ -198,6 +214,7 @@ async fn write_outcomes(
         &tokens,
         &versions,
         &claim_times,
+        &shards,
     ];
     let sql = if finals {
         // A final outcome has no next attempt; the statement takes every other parameter.
@@ -208,7 +225,7 @@ async fn write_outcomes(
     };
     let statement = client.prepare_cached(sql).await?;
     let row = client.query_one(&statement, &params).await?;
-    Ok(row.get(0))
+    Ok((row.get(0), row.get(1)))
 }
 
 fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> ClaimedRecipient {
@@ -327,26 +344,24 @@ impl Store {
         Ok(rows.iter().map(|row| claimed_from_row(mailing_id, row)).collect())
     }
 
-    /// Writes back outcomes for rows `owner` still holds, with one delivery event each. Returns
-    /// the ids of the rows written: a row whose lease was lost, or whose outcome was already
-    /// written (a write-back retried after its commit), is skipped. Final outcomes go in one
-    /// statement, rows handed back (retries, releases) in another.
+    /// Writes back outcomes for rows `owner` still holds, with one delivery event each. A row
+    /// whose lease was lost is fenced off; one whose outcome was already written (a write-back
+    /// retried after its commit) is skipped. Final outcomes go in one statement, rows handed
+    /// back (retries, releases) in another.
     #[instrument(skip_all, fields(num_outcomes = outcomes.len()))]
-    pub async fn record_outcomes(
-        &self,
-        owner: Uuid,
-        outcomes: &[RecipientOutcome],
-    ) -> Result<HashSet<RecipientId>, StoreError> {
+    pub async fn record_outcomes(&self, owner: Uuid, outcomes: &[RecipientOutcome]) -> Result<WriteBack, StoreError> {
         let (finals, handed_back): (Vec<&RecipientOutcome>, Vec<&RecipientOutcome>) =
             outcomes.iter().partition(|outcome| outcome.kind.is_final());
         let client = self.client().await?;
-        let mut written = HashSet::with_capacity(outcomes.len());
+        let mut result = WriteBack::default();
         for (batch, finals) in [(finals, true), (handed_back, false)] {
             if !batch.is_empty() {
-                written.extend(write_outcomes(&client, owner, &batch, finals).await?.into_iter().map(RecipientId::new));
+                let (written, fenced) = write_outcomes(&client, owner, &batch, finals).await?;
+                result.written.extend(written.into_iter().map(RecipientId::new));
+                result.fenced.extend(fenced.into_iter().map(RecipientId::new));
             }
         }
-        Ok(written)
+        Ok(result)
     }
 
     /// Deletes claim batches of `owner` whose outcomes are all written.
