@@ -305,3 +305,40 @@ async fn a_stale_outcome_is_not_written_onto_a_new_claim_of_the_same_row() -> an
     assert_eq!((counts.sent, counts.sending, counts.queued), (1, 0, 0));
     cluster.shutdown().await
 }
+
+/// Rows of a claim the sender does not know it made (the claim committed, its reply was lost)
+/// would stay in flight for as long as the sender runs: its own recovery retries the rows of a
+/// batch it does not track once the batch is a minute old, and leaves tracked batches alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_recovers_its_own_claims_that_it_does_not_track() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(TestClusterOptions { start_sender: false, ..Default::default() }).await?;
+    let (id, owner, claimed) = hold_rows(&mut cluster, 10, 4).await?;
+    let batch = claimed[0].batch;
+    let shards: Vec<i16> = (0..256).collect();
+    let (client, connection) = tokio_postgres::connect(&cluster.database_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    assert_eq!(cluster.store.recover_orphaned_rows(owner, &shards, &[]).await?, 0, "a fresh claim is left alone");
+    client.execute("UPDATE claim_batches SET claimed_at = now() - interval '2 minutes'", &[]).await?;
+    assert_eq!(
+        cluster.store.recover_orphaned_rows(owner, &shards, &[batch]).await?,
+        0,
+        "a tracked claim is left alone"
+    );
+    assert_eq!(cluster.store.recover_orphaned_rows(owner, &shards, &[]).await?, 4);
+    let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
+    assert_eq!((counts.sending, counts.deferred, counts.queued), (0, 4, 6));
+    let unknown: i64 = client
+        .query_one("SELECT count(*) FROM delivery_events WHERE mailing_id = $1 AND kind = 'outcome-unknown'", &[&id])
+        .await?
+        .get(0);
+    assert_eq!(unknown, 4);
+    let batches: i64 = client.query_one("SELECT count(*) FROM claim_batches", &[]).await?.get(0);
+    assert_eq!(batches, 0, "a batch with nothing in flight goes");
+    // A late write-back of the old claim writes nothing.
+    let outcomes: Vec<_> = claimed
+        .iter()
+        .map(|recipient| sendwerk_store::RecipientOutcome::new(recipient, sendwerk_store::OutcomeKind::Sent))
+        .collect();
+    assert_eq!(cluster.store.record_outcomes(owner, &outcomes).await?.written.len(), 0);
+    cluster.shutdown().await
+}

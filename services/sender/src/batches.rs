@@ -57,6 +57,20 @@ impl ClaimBatches {
         done
     }
 
+    /// Stops tracking the batches of `recipients`, whose outcomes will never be written (they
+    /// could not be handed back): the sender's own recovery retries them after a minute.
+    pub fn abandon<'a>(&self, recipients: impl Iterator<Item = &'a ClaimedRecipient>) {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for recipient in recipients {
+            open.remove(&recipient.batch);
+        }
+    }
+
+    /// The batches tracked.
+    pub fn open(&self) -> Vec<i64> {
+        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).keys().copied().collect()
+    }
+
     /// Batches with rows still waiting for their outcome.
     #[cfg(test)]
     pub fn len(&self) -> usize {

@@ -176,7 +176,8 @@ impl Claimer {
                         // Hand the claimed rows back rather than hold them, leased to this
                         // sender, until it stops.
                         if let Err(release_error) = self.hand_back(claimed.iter()).await {
-                            warn!(error = %release_error, "handing back claimed rows failed; they are recovered after this sender stops");
+                            self.batches.abandon(claimed.iter());
+                            warn!(error = %release_error, "handing back claimed rows failed; this sender retries them in a minute");
                         }
                         return Err(error);
                     }

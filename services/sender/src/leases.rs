@@ -12,6 +12,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::batches::ClaimBatches;
+
 /// The shards this sender may claim from and send for, with the fencing token of each lease.
 #[derive(Debug, Clone, Default)]
 pub struct Ownership {
@@ -52,6 +54,8 @@ pub(crate) struct LeaseKeeper {
     pub unrecovered: BTreeSet<i16>,
     /// Rounds run, for the periodic sweep.
     pub rounds: u32,
+    /// The claim batches this sender tracks: recovery leaves them to it.
+    pub batches: Arc<ClaimBatches>,
 }
 
 /// Every this many rounds, recovery looks at every held shard, not only those just taken over.
@@ -145,7 +149,7 @@ impl LeaseKeeper {
             self.unrecovered.iter().copied().collect()
         };
         if !shards.is_empty() {
-            let recovered = self.store.recover_orphaned_rows(self.worker_id, &shards).await?;
+            let recovered = self.store.recover_orphaned_rows(self.worker_id, &shards, &self.batches.open()).await?;
             self.unrecovered.clear();
             if recovered > 0 {
                 warn!(

@@ -138,6 +138,7 @@ impl Sender {
             ownership_tx,
             unrecovered: std::collections::BTreeSet::new(),
             rounds: 0,
+            batches: Arc::clone(&batches),
         };
         // Take a share of the shards before claiming anything.
         let mut draining = std::collections::BTreeSet::new();

@@ -5,6 +5,9 @@
 --
 -- They are the entries of claim batches under a token that is not the shard's now, whose
 -- recipient still has the version the claim read: no outcome was written for that attempt.
+-- So are those of a batch of $2's own, under its current token, that $2 no longer tracks
+-- (not among $3) and that is older than a minute: a claim that committed but whose reply was
+-- lost, or rows the sender could not hand back; nothing of it would ever be written.
 WITH lease AS (
     SELECT ARRAY(SELECT CASE WHEN l.owner = $2 AND l.expires_at > now() THEN l.token END
                  FROM shard_leases l ORDER BY l.shard) AS tokens
@@ -13,7 +16,8 @@ WITH lease AS (
     FROM claim_batches b, lease, unnest(b.ids, b.shards, b.versions) AS e(id, shard, version)
     WHERE e.shard = ANY ($1::smallint[])
       AND lease.tokens[e.shard + 1] IS NOT NULL
-      AND b.tokens[e.shard + 1] IS DISTINCT FROM lease.tokens[e.shard + 1]
+      AND (b.tokens[e.shard + 1] IS DISTINCT FROM lease.tokens[e.shard + 1]
+           OR (b.owner = $2 AND b.id <> ALL ($3::bigint[]) AND b.claimed_at < now() - interval '1 minute'))
 ), orphans AS (
     -- Locked, and the version re-checked on the row as a concurrent write left it. Ordered
     -- against a concurrent cancel as in record_outcomes.sql.

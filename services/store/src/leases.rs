@@ -122,9 +122,15 @@ impl Store {
     }
 
     /// Retries rows another sender left `sending` in `shards` (now held by `worker`), recording
-    /// an `outcome-unknown` event for each.
+    /// an `outcome-unknown` event for each; also the rows of claim batches of `worker` older
+    /// than a minute that are not among `open_batches` (the batches it still tracks).
     #[instrument(skip_all, fields(num_shards = shards.len()))]
-    pub async fn recover_orphaned_rows(&self, worker: Uuid, shards: &[i16]) -> Result<u64, StoreError> {
+    pub async fn recover_orphaned_rows(
+        &self,
+        worker: Uuid,
+        shards: &[i16],
+        open_batches: &[i64],
+    ) -> Result<u64, StoreError> {
         if shards.is_empty() {
             return Ok(0);
         }
@@ -132,9 +138,9 @@ impl Store {
         let transaction = client.transaction().await?;
         transaction.batch_execute(RECOVERY_SETTINGS).await?;
         let recover = transaction.prepare_cached(include_str!("../sql/recover_orphaned_rows.sql")).await?;
-        let recovered = transaction.execute(&recover, &[&shards, &worker]).await?;
+        let recovered = transaction.execute(&recover, &[&shards, &worker, &open_batches]).await?;
         let settled = transaction.prepare_cached(include_str!("../sql/delete_settled_batches.sql")).await?;
-        transaction.execute(&settled, &[&shards, &worker]).await?;
+        transaction.execute(&settled, &[&shards, &worker, &open_batches]).await?;
         transaction.commit().await?;
         Ok(recovered)
     }
