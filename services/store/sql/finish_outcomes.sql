@@ -1,9 +1,8 @@
 -- Writes back a batch of final outcomes (sent, failed, expired, suppressed, skipped) for rows
--- sender $9 still holds, with one event each, and returns the ids of the rows written and of
--- those fenced off (the shards of the rows in $15). The
--- common case of `record_outcomes.sql`, without what only a row handed back needs: a final
--- outcome puts nothing back in the queue, so neither the mailing's lock nor its state matters
--- here.
+-- sender $9 still holds, with one event each, and returns the ids of the rows written and the
+-- lease tokens read. The common case of `record_outcomes.sql`, without what only a row handed
+-- back needs: a final outcome puts nothing back in the queue, so neither the mailing's lock nor
+-- its state matters here.
 --
 -- The fence, checked on the recipient row as the update finds it: its version is still the
 -- one the claim read ($13), so nothing has written this attempt yet (a retried write-back, or
@@ -57,11 +56,9 @@ WITH lease AS (
     ORDER BY c.mailing_id, c.state
     ON CONFLICT (mailing_id, state, part) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 )
--- The rows written, and those fenced off: their shard's lease is no longer the one claimed
--- under. A row neither written nor fenced had its outcome written already (a retried
--- write-back): under the current lease only its holder writes.
-SELECT coalesce(array_agg(id), '{}'),
-       ARRAY(SELECT f.id
-             FROM unnest($1::bigint[], $15::smallint[], $12::bigint[]) AS f(id, shard, token), lease
-             WHERE lease.tokens[f.shard + 1] IS DISTINCT FROM f.token)
+-- The rows written, and the lease token of every shard as this statement saw it: a row not
+-- written under a token that is not its shard's was fenced off; one whose token is still its
+-- shard's had its outcome written already (a retried write-back), as under the current lease
+-- only its holder writes.
+SELECT coalesce(array_agg(id), '{}'), (SELECT tokens FROM lease)
 FROM updated

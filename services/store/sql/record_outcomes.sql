@@ -1,8 +1,7 @@
 -- Writes back a batch of outcomes for rows sender $10 still holds, with one event each, and
--- returns the ids of the rows written and of those fenced off (the shards of the rows in $16).
--- The fence is that of finish_outcomes.sql: the
--- recipient's version is still the claimed one ($14), under the shard lease claimed under
--- ($13), which $10 still holds. A sender whose lease expired or moved on writes nothing, even
+-- returns the ids of the rows written and the lease tokens read. The fence is that of
+-- finish_outcomes.sql: the recipient's version is still the claimed one ($14), under the shard
+-- lease claimed under ($13), which $10 still holds. A sender whose lease expired or moved on writes nothing, even
 -- for rows nobody has recovered yet.
 --
 -- A final outcome ends the recipient; a retry, or a row handed back unsent, goes back into the
@@ -89,11 +88,9 @@ WITH mailing AS (
     ORDER BY c.mailing_id, c.state
     ON CONFLICT (mailing_id, state, part) DO UPDATE SET n = mailing_counts.n + EXCLUDED.n
 )
--- The rows written, and those fenced off: their shard's lease is no longer the one claimed
--- under. A row neither written nor fenced had its outcome written already (a retried
--- write-back): under the current lease only its holder writes.
-SELECT coalesce(array_agg(id), '{}'),
-       ARRAY(SELECT f.id
-             FROM unnest($1::bigint[], $16::smallint[], $13::bigint[]) AS f(id, shard, token), lease
-             WHERE lease.tokens[f.shard + 1] IS DISTINCT FROM f.token)
+-- The rows written, and the lease token of every shard as this statement saw it: a row not
+-- written under a token that is not its shard's was fenced off; one whose token is still its
+-- shard's had its outcome written already (a retried write-back), as under the current lease
+-- only its holder writes.
+SELECT coalesce(array_agg(id), '{}'), (SELECT tokens FROM lease)
 FROM updated

@@ -158,7 +158,8 @@ impl RecipientOutcome {
 }
 
 /// One write-back statement: `finish_outcomes.sql` for final outcomes (`finals`), else
-/// `record_outcomes.sql`. Returns the ids of the rows written and of those fenced off.
+/// `record_outcomes.sql`. Returns the ids of the rows written and of those fenced off: not
+/// written, and claimed under a token that is not their shard's as the statement saw it.
 async fn write_outcomes(
     client: &deadpool_postgres::Client,
     owner: Uuid,
@@ -179,7 +180,6 @@ async fn write_outcomes(
     let mut tokens = Vec::with_capacity(outcomes.len());
     let mut versions = Vec::with_capacity(outcomes.len());
     let mut claim_times = Vec::with_capacity(outcomes.len());
-    let mut shards = Vec::with_capacity(outcomes.len());
     for outcome in outcomes {
         let (state, event) = outcome.kind.state_and_event();
         ids.push(outcome.id.get());
@@ -196,7 +196,6 @@ async fn write_outcomes(
         tokens.push(outcome.lease_token);
         versions.push(outcome.version);
         claim_times.push(outcome.claimed_at);
-        shards.push(outcome.shard);
     }
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
         &ids,
@@ -214,7 +213,6 @@ async fn write_outcomes(
         &tokens,
         &versions,
         &claim_times,
-        &shards,
     ];
     let sql = if finals {
         // A final outcome has no next attempt; the statement takes every other parameter.
@@ -225,7 +223,19 @@ async fn write_outcomes(
     };
     let statement = client.prepare_cached(sql).await?;
     let row = client.query_one(&statement, &params).await?;
-    Ok((row.get(0), row.get(1)))
+    let written: Vec<i64> = row.get(0);
+    let tokens: Vec<Option<i64>> = row.get(1);
+    let written_set: HashSet<i64> = written.iter().copied().collect();
+    let fenced = outcomes
+        .iter()
+        .filter(|outcome| !written_set.contains(&outcome.id.get()))
+        .filter(|outcome| {
+            let token = usize::try_from(outcome.shard).ok().and_then(|shard| tokens.get(shard).copied().flatten());
+            token != Some(outcome.lease_token)
+        })
+        .map(|outcome| outcome.id.get())
+        .collect();
+    Ok((written, fenced))
 }
 
 fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> ClaimedRecipient {
