@@ -178,3 +178,31 @@ async fn a_graceful_sender_restart_mid_run_causes_no_duplicates() -> anyhow::Res
     assert!(outcome_unknown_recipients(&cluster).await?.is_empty());
     cluster.shutdown().await
 }
+
+fn very_slow_sink() -> BehaviourSink {
+    BehaviourSink::new().with_slow_delay(Duration::from_secs(4))
+}
+
+/// A transaction that takes longer than the lease (4 s against 3) when the sender is told to
+/// stop still finishes within the grace period (5 s), and its outcome is written: the sender
+/// keeps renewing its leases until every outcome is written, so nothing is fenced off and
+/// retried as a possible duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_outliving_the_lease_during_a_graceful_stop_is_written_back() -> anyhow::Result<()> {
+    let mut cluster =
+        TestCluster::start_with(TestClusterOptions { sink: very_slow_sink, ..Default::default() }).await?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    cluster.add_recipients(id, vec![row("slow-1@slow.example", "1", &[])], 10).await?;
+    cluster.schedule_now(id).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.sink.attempts_for("slow-1@slow.example") == 0 {
+        anyhow::ensure!(Instant::now() < deadline, "the slow transaction never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.stop_sender().await?;
+    let counts = cluster.mailing(id).await?.counts.unwrap_or_default();
+    assert_eq!((counts.sent, counts.sending), (1, 0), "the outcome was written, not fenced off");
+    assert!(outcome_unknown_recipients(&cluster).await?.is_empty());
+    assert_eq!(deliveries_per_address(&cluster).get("slow-1@slow.example"), Some(&1));
+    cluster.shutdown().await
+}

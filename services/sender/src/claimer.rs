@@ -232,8 +232,10 @@ impl Claimer {
             return Ok(());
         }
         self.hand_back(stopped.iter().map(|job| &job.recipient)).await.inspect_err(|_| {
-            // Not handed back: they wait in the lot again, due at once, for the next round.
-            self.parking.put_back(stopped);
+            // Perhaps handed back after all (the commit's reply lost): sending them later could
+            // duplicate a claim of the same rows made meanwhile. They are dropped here, and this
+            // sender's recovery retries whatever is still in flight of them after a minute.
+            self.batches.abandon(stopped.iter().map(|job| &job.recipient));
         })
     }
 

@@ -72,9 +72,9 @@ impl LeaseKeeper {
         (self.lease / 3).clamp(Duration::from_millis(100), Duration::from_secs(1))
     }
 
-    /// Keeps the leases until `stop_rx` says stop. Releasing them is left to the caller, after
-    /// every outcome is written.
-    pub async fn run(mut self, mut stop_rx: watch::Receiver<bool>) {
+    /// Keeps the leases until `stop_rx` says stop, then only renews them until `done_rx` says
+    /// every outcome is written ([`Self::renew_until`]). Releasing them is left to the caller.
+    pub async fn run(mut self, mut stop_rx: watch::Receiver<bool>, done_rx: watch::Receiver<bool>) {
         let mut draining: BTreeSet<i16> = BTreeSet::new();
         let mut last_round = Instant::now() - self.heartbeat_interval();
         while !*stop_rx.borrow() {
@@ -108,6 +108,27 @@ impl LeaseKeeper {
             tokio::select! {
                 _ = stop_rx.changed() => {}
                 () = tokio::time::sleep(pause.min(self.heartbeat_interval())) => {}
+            }
+        }
+        self.renew_until(done_rx).await;
+    }
+
+    /// While the sender stops: keeps renewing the leases it holds, taking and handing over
+    /// nothing, until `done_rx` says every outcome is written. Without it, transactions that
+    /// finish late in the grace period would be written back after the leases expired: fenced
+    /// off, and retried by the next holders as possible duplicates.
+    pub async fn renew_until(self, mut done_rx: watch::Receiver<bool>) {
+        while !*done_rx.borrow() {
+            let renewed = async {
+                self.store.heartbeat_worker(self.worker_id, &self.hostname).await?;
+                self.store.renew_shard_leases(self.worker_id, self.lease).await
+            };
+            if let Err(error) = renewed.await {
+                warn!(error = %error, "renewing leases while stopping failed; retrying");
+            }
+            tokio::select! {
+                _ = done_rx.changed() => {}
+                () = tokio::time::sleep(self.heartbeat_interval()) => {}
             }
         }
     }

@@ -73,16 +73,6 @@ impl ParkingLot {
         None
     }
 
-    /// Returns rows just taken out that could not be handed back, due at once. They were in
-    /// the lot a moment ago, so it may hold them beyond its limits.
-    pub fn put_back(&self, jobs: Vec<Job>) {
-        let now = Instant::now();
-        let mut lot = self.lot();
-        for job in jobs {
-            lot.add(now, job);
-        }
-    }
-
     /// Up to `max` of the rows whose time has come, those due first first.
     pub fn take_due(&self, now: Instant, max: usize) -> Vec<Job> {
         let mut lot = self.lot();
@@ -203,9 +193,7 @@ pub(crate) mod tests {
         assert!(lot.park(job_to(4, "other.example"), now).is_none(), "another domain still parks");
         assert_eq!(ids(&lot.take_due(now, 10)), [1, 4]);
         assert!(lot.park(job_to(5, "big.example"), now).is_none(), "a row that left made room");
-        lot.put_back(lot.take_due(now, 10));
-        assert!(lot.has_due(Instant::now()), "rows put back are due at once");
         assert_eq!(lot.len(), 2);
-        assert!(lot.park(job_to(6, "big.example"), now).is_some(), "put back, they count for their domain");
+        assert!(lot.park(job_to(6, "big.example"), now).is_some(), "and the share is full again");
     }
 }

@@ -145,7 +145,8 @@ impl Sender {
         if let Err(error) = keeper.round(&mut draining).await {
             warn!(error = %error, "first lease round failed; the keeper retries");
         }
-        let keeper_task = tokio::spawn(keeper.run(stop_rx.clone()).instrument(info_span!("sender_leases")));
+        let (written_tx, written_rx) = watch::channel(false);
+        let keeper_task = tokio::spawn(keeper.run(stop_rx.clone(), written_rx).instrument(info_span!("sender_leases")));
         let writer = tokio::spawn(
             crate::writer::write_outcomes(
                 self.store.clone(),
@@ -217,6 +218,7 @@ impl Sender {
         drop(receiver);
         drop(outcome_tx);
         let write_result = writer.await;
+        let _ = written_tx.send(true);
         let _ = keeper_task.await;
         // Every outcome is written: hand the shards over at once rather than after the lease.
         // Rows of transactions cut off by the grace period are still `sending`; the next holder

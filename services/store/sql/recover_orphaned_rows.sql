@@ -20,12 +20,14 @@ WITH lease AS (
            OR (b.owner = $2 AND b.id <> ALL ($3::bigint[]) AND b.claimed_at < now() - interval '1 minute'))
 ), orphans AS (
     -- Locked, and the version re-checked on the row as a concurrent write left it. Ordered
-    -- against a concurrent cancel as in record_outcomes.sql.
+    -- against a concurrent cancel as in record_outcomes.sql. Rows or mailings locked by others
+    -- (a cancel in progress) are skipped rather than waited for: this runs in the lease
+    -- keeper's round, which must not stall renewals; the next sweep takes them.
     SELECT r.id, r.mailing_id, e.claimed_at, m.state = 'cancelled' AS cancelled
     FROM entries e
     JOIN recipients r ON r.mailing_id = e.mailing_id AND r.id = e.id AND r.version = e.version
     JOIN mailings m ON m.id = e.mailing_id
-    FOR UPDATE OF r FOR KEY SHARE OF m
+    FOR UPDATE OF r SKIP LOCKED FOR KEY SHARE OF m SKIP LOCKED
 ), recovered AS (
     UPDATE recipients r
     SET state = CASE WHEN o.cancelled THEN 'cancelled' ELSE 'deferred' END,
