@@ -1,7 +1,8 @@
 //! The claim batches this sender holds (`claim_batches`, one row per claim): how many of each
 //! batch's rows still wait for their outcome, so that a batch is deleted once every outcome in
 //! it is written. A batch with a row fenced off (the lease was lost) stays: the shard's next
-//! holder recovers that row from it.
+//! holder recovers that row from it. So does one with a row abandoned (it could not be handed
+//! back): once the batch is no longer tracked, this sender's own recovery retries that row.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -20,8 +21,9 @@ pub(crate) struct ClaimBatches {
 struct Progress {
     /// Rows claimed whose outcome has not been through a write-back yet.
     pending: usize,
-    /// A write-back was fenced off for one of its rows.
-    fenced: bool,
+    /// A write-back was fenced off for one of its rows, or one was abandoned: the batch stays
+    /// for recovery.
+    unwritten: bool,
 }
 
 impl ClaimBatches {
@@ -41,7 +43,7 @@ impl ClaimBatches {
         for outcome in outcomes {
             let Some(progress) = open.get_mut(&outcome.batch) else { continue };
             progress.pending = progress.pending.saturating_sub(1);
-            progress.fenced |= fenced.contains(&outcome.id);
+            progress.unwritten |= fenced.contains(&outcome.id);
             touched.push(outcome.batch);
         }
         touched.sort_unstable();
@@ -49,7 +51,7 @@ impl ClaimBatches {
         let mut done = Vec::new();
         for batch in touched {
             if open.get(&batch).is_some_and(|progress| progress.pending == 0)
-                && open.remove(&batch).is_some_and(|progress| !progress.fenced)
+                && open.remove(&batch).is_some_and(|progress| !progress.unwritten)
             {
                 done.push(batch);
             }
@@ -57,12 +59,19 @@ impl ClaimBatches {
         done
     }
 
-    /// Stops tracking the batches of `recipients`, whose outcomes will never be written (they
-    /// could not be handed back): the sender's own recovery retries them after a minute.
+    /// Records that the outcomes of `recipients` will never be written (they could not be
+    /// handed back). Their batches stop being tracked once their other rows are written, and
+    /// the sender's own recovery then retries what is still in flight (see
+    /// `recover_orphaned_rows.sql`); rows of the batch still being sent are not touched.
     pub fn abandon<'a>(&self, recipients: impl Iterator<Item = &'a ClaimedRecipient>) {
         let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for recipient in recipients {
-            open.remove(&recipient.batch);
+            let Some(progress) = open.get_mut(&recipient.batch) else { continue };
+            progress.pending = progress.pending.saturating_sub(1);
+            progress.unwritten = true;
+            if progress.pending == 0 {
+                open.remove(&recipient.batch);
+            }
         }
     }
 
@@ -123,5 +132,17 @@ mod tests {
         let outcomes: Vec<_> = rows.iter().map(|row| RecipientOutcome::new(row, OutcomeKind::Sent)).collect();
         assert_eq!(batches.settle(&outcomes, &HashSet::from([RecipientId::new(1)])), Vec::<i64>::new());
         assert_eq!(batches.len(), 0, "no longer tracked");
+    }
+
+    #[test]
+    fn a_batch_with_an_abandoned_row_is_tracked_until_its_other_rows_are_written() {
+        let batches = ClaimBatches::default();
+        let rows = [claimed(1, 10), claimed(2, 10)];
+        batches.claimed(&rows);
+        batches.abandon(rows[..1].iter());
+        assert_eq!(batches.open(), vec![10], "row 2 is still being sent");
+        let sent = RecipientOutcome::new(&rows[1], OutcomeKind::Sent);
+        assert_eq!(batches.settle(&[sent], &HashSet::new()), Vec::<i64>::new(), "kept for recovery");
+        assert!(batches.open().is_empty());
     }
 }
