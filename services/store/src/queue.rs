@@ -158,14 +158,15 @@ impl RecipientOutcome {
 }
 
 /// One write-back statement: `finish_outcomes.sql` for final outcomes (`finals`), else
-/// `record_outcomes.sql`. Returns the ids of the rows written and of those fenced off: not
-/// written, and claimed under a token that is not their shard's as the statement saw it.
+/// `record_outcomes.sql`. Adds to `result` the rows written and those fenced off: not written,
+/// and claimed under a token that is not their shard's as the statement saw it.
 async fn write_outcomes(
     client: &deadpool_postgres::Client,
     owner: Uuid,
     outcomes: &[&RecipientOutcome],
     finals: bool,
-) -> Result<(Vec<i64>, Vec<i64>), StoreError> {
+    result: &mut WriteBack,
+) -> Result<(), StoreError> {
     let mut ids = Vec::with_capacity(outcomes.len());
     let mut states = Vec::with_capacity(outcomes.len());
     let mut next_attempts = Vec::with_capacity(outcomes.len());
@@ -225,17 +226,17 @@ async fn write_outcomes(
     let row = client.query_one(&statement, &params).await?;
     let written: Vec<i64> = row.get(0);
     let tokens: Vec<Option<i64>> = row.get(1);
-    let written_set: HashSet<i64> = written.iter().copied().collect();
+    result.written.extend(written.into_iter().map(RecipientId::new));
     let fenced = outcomes
         .iter()
-        .filter(|outcome| !written_set.contains(&outcome.id.get()))
+        .filter(|outcome| !result.written.contains(&outcome.id))
         .filter(|outcome| {
             let token = usize::try_from(outcome.shard).ok().and_then(|shard| tokens.get(shard).copied().flatten());
             token != Some(outcome.lease_token)
         })
-        .map(|outcome| outcome.id.get())
-        .collect();
-    Ok((written, fenced))
+        .map(|outcome| outcome.id);
+    result.fenced.extend(fenced);
+    Ok(())
 }
 
 fn claimed_from_row(mailing_id: MailingId, row: &tokio_postgres::Row) -> ClaimedRecipient {
@@ -366,9 +367,7 @@ impl Store {
         let mut result = WriteBack::default();
         for (batch, finals) in [(finals, true), (handed_back, false)] {
             if !batch.is_empty() {
-                let (written, fenced) = write_outcomes(&client, owner, &batch, finals).await?;
-                result.written.extend(written.into_iter().map(RecipientId::new));
-                result.fenced.extend(fenced.into_iter().map(RecipientId::new));
+                write_outcomes(&client, owner, &batch, finals, &mut result).await?;
             }
         }
         Ok(result)
