@@ -59,8 +59,17 @@ DATA = [
     "SELECT 1, 'bench', 'user' || g || '@d' || (g % 50) || '.example', 'd' || (g % 50) || '.example', "
     "(hashtext('d' || (g % 50)) & 255)::smallint, g::text, "
     "jsonb_build_object('first_name', 'Name' || g, 'n', g), 'queued' FROM generate_series(1, {n}) g",
-    "INSERT INTO queue (recipient_id, mailing_id, shard, domain) "
-    "SELECT id, mailing_id, shard, domain FROM recipients",
+    # Queued as the ingest queues them: checked against the suppression list already, so the
+    # claim need not check again (`recheck`, since migration 10; older schemas lack it).
+    "DO $$ BEGIN "
+    "IF EXISTS (SELECT 1 FROM information_schema.columns "
+    "           WHERE table_name = 'queue' AND column_name = 'recheck') THEN "
+    "  INSERT INTO queue (recipient_id, mailing_id, shard, domain, recheck) "
+    "  SELECT id, mailing_id, shard, domain, false FROM recipients; "
+    "ELSE "
+    "  INSERT INTO queue (recipient_id, mailing_id, shard, domain) "
+    "  SELECT id, mailing_id, shard, domain FROM recipients; "
+    "END IF; END $$",
     "UPDATE shard_leases SET owner = '00000000-0000-0000-0000-000000000001', token = token + 1, "
     "expires_at = now() + interval '1 day'",
     "VACUUM ANALYZE queue",

@@ -117,6 +117,9 @@ async fn bounces_and_complaints_come_back_into_recipient_status_and_suppressions
         assert!(String::from_utf8_lossy(&message.data).contains("\r\nX-Sendwerk-Ref: "));
     }
     let listener_port = cluster.bounce_listener.as_ref().expect("listener runs").local_addr().port();
+    // The next mailing, still a draft, has the same addresses waiting.
+    let next = cluster.create_mailing(simple_content("Next", "Hello")).await?;
+    cluster.add_recipients(next, emails.iter().map(|email| row(email, "", &[])).collect(), 10).await?;
 
     // The listener is never a relay and refuses forged return paths.
     for refused in ["someone@gmail.com", "b-1-aaaaaaaaaaaaaaaa@bounces.test", "postmaster@bounces.test"] {
@@ -198,6 +201,22 @@ async fn bounces_and_complaints_come_back_into_recipient_status_and_suppressions
         vec![
             ("angry@b.example".to_owned(), v1::SuppressionReason::Complaint as i32),
             ("gone@b.example".to_owned(), v1::SuppressionReason::HardBounce as i32),
+        ]
+    );
+
+    // The suppressed addresses no longer wait in the next mailing.
+    let next_rows = cluster.recipients(next).await?;
+    let mut next_states: Vec<(String, i32, String)> =
+        next_rows.into_iter().map(|r| (r.email, r.state, r.reason)).collect();
+    next_states.sort();
+    let (queued, suppressed) = (v1::RecipientState::Queued as i32, v1::RecipientState::Suppressed as i32);
+    assert_eq!(
+        next_states,
+        vec![
+            ("angry@b.example".to_owned(), suppressed, "suppressed: complaint".to_owned()),
+            ("fine@b.example".to_owned(), queued, String::new()),
+            ("full@b.example".to_owned(), queued, String::new()),
+            ("gone@b.example".to_owned(), suppressed, "suppressed: hard_bounce".to_owned()),
         ]
     );
 

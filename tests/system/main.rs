@@ -10,6 +10,7 @@ mod lifecycle;
 mod other_language_client;
 mod queue;
 mod sharding;
+mod suppressions;
 
 /// The loopback DNS server the mail crate's tests use, for direct-to-MX delivery.
 #[path = "../../services/mail/tests/support/dns_server.rs"]

@@ -83,7 +83,11 @@ impl SuppressionService for ControlState {
             .add_suppressions(&self.tenant, &valid, reason, &request.note)
             .await
             .map_err(ControlError::from)?;
-        Ok(Response::new(v1::AddSuppressionsResponse { added: added as i64, invalid }))
+        Ok(Response::new(v1::AddSuppressionsResponse {
+            added: i64::try_from(added.added).unwrap_or(i64::MAX),
+            invalid,
+            waiting_recipients_suppressed: i64::try_from(added.recipients_suppressed).unwrap_or(i64::MAX),
+        }))
     }
 
     async fn remove_suppressions(

@@ -468,6 +468,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .await?
                         .into_inner();
                     println!("added {}", response.added);
+                    println!("waiting recipients suppressed {}", response.waiting_recipients_suppressed);
                     for invalid in response.invalid {
                         println!("invalid {}\t{}", invalid.email, invalid.reason);
                     }

@@ -39,10 +39,10 @@ WITH lease AS (
     -- Re-checked on the row as a meeting claim left it: still due, still this mailing's.
     WHERE q.ctid = due.ctid AND q.next_attempt_at <= now() AND q.mailing_id = $1
     RETURNING q.recipient_id, q.mailing_id, q.shard, lease.tokens[q.shard + 1] AS lease_token, q.domain,
-              q.next_attempt_at, CASE WHEN q.retry THEN 'deferred' ELSE 'queued' END AS old_state
+              q.next_attempt_at, CASE WHEN q.retry THEN 'deferred' ELSE 'queued' END AS old_state, q.recheck
 ), claimed_recipients AS (
     SELECT r.id, r.email, r.external_id, r.variables, r.attempts, r.first_attempt_at, r.tenant_id, r.version,
-           c.shard, c.lease_token, c.domain, c.next_attempt_at
+           c.shard, c.lease_token, c.domain, c.next_attempt_at, c.recheck
     FROM claimed c
     JOIN recipients r ON r.mailing_id = c.mailing_id AND r.id = c.recipient_id
 ), batch AS (
@@ -69,7 +69,11 @@ WITH lease AS (
 )
 SELECT r.id, r.email, r.external_id, r.variables, r.attempts + 1,
        extract(epoch FROM (now() - coalesce(r.first_attempt_at, now())))::float8 AS seconds_since_first_attempt,
-       EXISTS (SELECT 1 FROM suppressions s
-               WHERE s.tenant_id = r.tenant_id AND s.email = lower(r.email)) AS suppressed,
+       -- Only a row put back into the queue after a claim is checked against the suppression
+       -- list again (migration 10): one freshly queued was checked by the ingest, and a
+       -- suppression added since then ended it in the queue.
+       CASE WHEN r.recheck
+            THEN EXISTS (SELECT 1 FROM suppressions s WHERE s.tenant_id = r.tenant_id AND s.email = lower(r.email))
+            ELSE false END AS suppressed,
        r.shard, r.lease_token, r.domain, b.id, r.version, r.next_attempt_at, b.claimed_at
 FROM claimed_recipients r, batch b

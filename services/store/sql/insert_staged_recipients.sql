@@ -29,8 +29,10 @@ WITH fresh AS MATERIALIZED (
     FROM fresh
     RETURNING id, domain, shard, state, next_attempt_at
 ), queued AS (
-    INSERT INTO queue (recipient_id, mailing_id, shard, domain, next_attempt_at)
-    SELECT id, $1, shard, domain, next_attempt_at FROM inserted WHERE state = 'queued'
+    -- Checked against the suppression list just now, under the tenant's shared suppression
+    -- lock (migration 10): the claim need not check again.
+    INSERT INTO queue (recipient_id, mailing_id, shard, domain, next_attempt_at, recheck)
+    SELECT id, $1, shard, domain, next_attempt_at, false FROM inserted WHERE state = 'queued'
 )
 SELECT coalesce(array_agg(position) FILTER (WHERE NOT suppressed), '{}'),
        coalesce(array_agg(position) FILTER (WHERE suppressed), '{}')

@@ -14,8 +14,8 @@ WITH inserted AS (
     ON CONFLICT (mailing_id, lower(email)) DO NOTHING
     RETURNING id, email, domain, shard, state, next_attempt_at
 ), queued AS (
-    INSERT INTO queue (recipient_id, mailing_id, shard, domain, next_attempt_at)
-    SELECT id, $1, shard, domain, next_attempt_at FROM inserted WHERE state = 'queued'
+    INSERT INTO queue (recipient_id, mailing_id, shard, domain, next_attempt_at, recheck)
+    SELECT id, $1, shard, domain, next_attempt_at, false FROM inserted WHERE state = 'queued'
 )
 SELECT coalesce(array_agg(s.position) FILTER (WHERE i.state = 'queued'), '{}'),
        coalesce(array_agg(s.position) FILTER (WHERE i.state = 'suppressed'), '{}')

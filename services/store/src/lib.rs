@@ -32,4 +32,4 @@ pub use recipients::{
 pub use reports::{
     BounceApplication, IncomingReport, RecordedReport, ReportRecord, ReportSource, ReportStatus, SoftBouncePolicy,
 };
-pub use suppressions::{SuppressionReason, SuppressionRecord};
+pub use suppressions::{SuppressionReason, SuppressionRecord, SuppressionsAdded};

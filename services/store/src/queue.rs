@@ -10,6 +10,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use crate::recipients::RecipientVariables;
+use crate::suppressions::apply_suppressions;
 use crate::{Store, StoreError};
 
 pub(crate) const CLAIM_DUE_RECIPIENTS_SQL: &str = include_str!("../sql/claim_due_recipients.sql");
@@ -32,7 +33,8 @@ pub struct ClaimedRecipient {
     /// Attempts including this one.
     pub attempts: i32,
     pub since_first_attempt: Duration,
-    /// On the suppression list now (added after the recipient was queued).
+    /// On the suppression list now: checked for a row put back into the queue after a claim (a
+    /// suppression added while it was in flight did not find it waiting).
     pub suppressed: bool,
     pub shard: i16,
     /// The fencing token of the shard lease it was claimed under.
@@ -161,7 +163,7 @@ impl RecipientOutcome {
 /// `record_outcomes.sql`. Adds to `result` the rows written and those fenced off: not written,
 /// and claimed under a token that is not their shard's as the statement saw it.
 async fn write_outcomes(
-    client: &deadpool_postgres::Client,
+    client: &impl deadpool_postgres::GenericClient,
     owner: Uuid,
     outcomes: &[&RecipientOutcome],
     finals: bool,
@@ -363,13 +365,37 @@ impl Store {
     pub async fn record_outcomes(&self, owner: Uuid, outcomes: &[RecipientOutcome]) -> Result<WriteBack, StoreError> {
         let (finals, handed_back): (Vec<&RecipientOutcome>, Vec<&RecipientOutcome>) =
             outcomes.iter().partition(|outcome| outcome.kind.is_final());
-        let client = self.client().await?;
+        let batches = [(finals, true), (handed_back, false)];
+        let mut client = self.client().await?;
         let mut result = WriteBack::default();
-        for (batch, finals) in [(finals, true), (handed_back, false)] {
+        if !outcomes.iter().any(|outcome| outcome.suppress) {
+            for (batch, finals) in &batches {
+                if !batch.is_empty() {
+                    write_outcomes(&client, owner, batch, *finals, &mut result).await?;
+                }
+            }
+            return Ok(result);
+        }
+        // A permanent rejection of an address suppresses it (in the statement): its recipients
+        // waiting in other mailings end `suppressed` in the same transaction.
+        let transaction = client.transaction().await?;
+        for (batch, finals) in &batches {
             if !batch.is_empty() {
-                write_outcomes(&client, owner, &batch, finals, &mut result).await?;
+                write_outcomes(&transaction, owner, batch, *finals, &mut result).await?;
             }
         }
+        let suppressed: Vec<(i64, i64)> = outcomes
+            .iter()
+            .filter(|outcome| outcome.suppress)
+            .map(|outcome| (outcome.mailing_id.get(), outcome.id.get()))
+            .collect();
+        let (mailing_ids, ids): (Vec<i64>, Vec<i64>) = suppressed.into_iter().unzip();
+        let select = transaction.prepare_cached(include_str!("../sql/select_recipient_addresses.sql")).await?;
+        let rows = transaction.query(&select, &[&mailing_ids, &ids]).await?;
+        let tenants: Vec<&str> = rows.iter().map(|row| row.get(0)).collect();
+        let emails: Vec<&str> = rows.iter().map(|row| row.get(1)).collect();
+        apply_suppressions(&transaction, &tenants, &emails).await?;
+        transaction.commit().await?;
         Ok(result)
     }
 

@@ -9,6 +9,7 @@ use sendwerk_core::RecipientId;
 use sha2::{Digest, Sha256};
 use tracing::instrument;
 
+use crate::suppressions::apply_suppressions;
 use crate::{Store, StoreError};
 
 /// Where a report came from.
@@ -174,12 +175,13 @@ impl Store {
             .filter_map(|(index, _)| reports[index].application.as_ref().map(|application| (index, application)))
             .collect();
         let mut applied: Vec<i64> = Vec::new();
+        let mut suppressed = Vec::new();
         while !pending.is_empty() {
             let mut in_wave = HashSet::new();
             let (wave, rest): (Vec<_>, Vec<_>) =
                 pending.into_iter().partition(|(_, application)| in_wave.insert(application.recipient));
             pending = rest;
-            let changed = apply_bounces(&transaction, &wave, soft_policy).await?;
+            let changed = apply_bounces(&transaction, &wave, soft_policy, &mut suppressed).await?;
             for (index, _) in wave.iter().filter(|(_, application)| changed.contains(&application.recipient.get())) {
                 if let RecordedReport::Stored { id, num_applied } = &mut results[*index] {
                     *num_applied = 1;
@@ -187,6 +189,11 @@ impl Store {
                 }
             }
         }
+        // After every wave, so that no insert of a suppression waits on another transaction
+        // while this one holds a tenant's suppression lock.
+        let (tenants, emails): (Vec<&str>, Vec<&str>) =
+            suppressed.iter().map(|(tenant, email): &(String, String)| (tenant.as_str(), email.as_str())).unzip();
+        apply_suppressions(&transaction, &tenants, &emails).await?;
         if !applied.is_empty() {
             let count_applied = transaction.prepare_cached(include_str!("../sql/count_applied_reports.sql")).await?;
             transaction.execute(&count_applied, &[&applied]).await?;
@@ -235,11 +242,14 @@ fn report_from_row(row: &tokio_postgres::Row) -> Result<ReportRecord, StoreError
 }
 
 /// Moves the recipients of `wave` (each recipient at most once) to bounced/complained, with an
-/// event and a suppression where due, and counts soft bounces. Returns the recipients changed.
+/// event and a suppression where due, and counts soft bounces. Returns the recipients changed,
+/// and adds to `suppressed` the (tenant, address) of each suppression due, by the report or by
+/// reaching the soft-bounce limit, for its recipients waiting in other mailings.
 async fn apply_bounces(
     transaction: &deadpool_postgres::Transaction<'_>,
     wave: &[(usize, &BounceApplication)],
     soft_policy: SoftBouncePolicy,
+    suppressed: &mut Vec<(String, String)>,
 ) -> Result<HashSet<i64>, StoreError> {
     let applications = || wave.iter().map(|(_, application)| *application);
     let ids: Vec<i64> = applications().map(|a| a.recipient.get()).collect();
@@ -259,9 +269,17 @@ async fn apply_bounces(
     for row in &changed {
         let id: i64 = row.get(0);
         changed_ids.insert(id);
-        if soft.contains(&id) {
-            let (tenant, email): (&str, &str) = (row.get(1), row.get(2));
-            transaction.query(&record_soft, &[&tenant, &email, &soft_policy.limit, &soft_policy.window_days]).await?;
+        let (tenant, email): (&str, &str) = (row.get(1), row.get(2));
+        let suppress = if soft.contains(&id) {
+            !transaction
+                .query(&record_soft, &[&tenant, &email, &soft_policy.limit, &soft_policy.window_days])
+                .await?
+                .is_empty()
+        } else {
+            true
+        };
+        if suppress {
+            suppressed.push((tenant.to_owned(), email.to_owned()));
         }
     }
     Ok(changed_ids)

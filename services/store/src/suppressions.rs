@@ -53,6 +53,45 @@ pub struct SuppressionRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// What [`Store::add_suppressions`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SuppressionsAdded {
+    /// Addresses newly suppressed (those already suppressed keep their first reason).
+    pub added: u64,
+    /// Recipients of the tenant's open mailings that were waiting to be sent to one of the
+    /// addresses and now end `suppressed`.
+    pub recipients_suppressed: u64,
+}
+
+/// Takes the exclusive suppression lock of `tenants` for the rest of `transaction`, which then
+/// may apply their suppressions to waiting recipients: it waits for the ingest chunks of these
+/// tenants in progress, and keeps new ones waiting until the commit (migration 10).
+async fn lock_tenant_suppressions(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    tenants: &[&str],
+) -> Result<(), StoreError> {
+    let lock = transaction.prepare_cached(include_str!("../sql/lock_tenant_suppressions.sql")).await?;
+    transaction.execute(&lock, &[&tenants]).await?;
+    Ok(())
+}
+
+/// Ends the recipients of the tenants' open mailings that wait in the queue for an address
+/// just suppressed in `transaction` (`tenants[i]`, `emails[i]`), under the tenants' exclusive
+/// suppression lock, taken here. Returns how many ended `suppressed`.
+pub(crate) async fn apply_suppressions(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    tenants: &[&str],
+    emails: &[&str],
+) -> Result<u64, StoreError> {
+    if tenants.is_empty() {
+        return Ok(0);
+    }
+    lock_tenant_suppressions(transaction, tenants).await?;
+    let apply = transaction.prepare_cached(include_str!("../sql/apply_suppressions.sql")).await?;
+    let ended: i64 = transaction.query_one(&apply, &[&tenants, &emails]).await?.get(0);
+    Ok(u64::try_from(ended).unwrap_or_default())
+}
+
 fn suppression_keys(emails: &[EmailAddress]) -> Vec<String> {
     emails.iter().map(|email| email.as_str().to_lowercase()).collect()
 }
@@ -71,18 +110,25 @@ fn records_from_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<SuppressionReco
 }
 
 impl Store {
-    /// Adds suppressions; addresses already suppressed keep their first reason.
+    /// Adds suppressions; addresses already suppressed keep their first reason. Recipients of
+    /// these addresses still waiting in the tenant's open mailings end `suppressed` in the same
+    /// transaction.
     pub async fn add_suppressions(
         &self,
         tenant: &TenantId,
         emails: &[EmailAddress],
         reason: SuppressionReason,
         note: &str,
-    ) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let insert = client.prepare_cached(include_str!("../sql/insert_suppressions.sql")).await?;
+    ) -> Result<SuppressionsAdded, StoreError> {
         let keys = suppression_keys(emails);
-        Ok(client.execute(&insert, &[&tenant.as_str(), &keys, &reason.as_str(), &note]).await?)
+        let mut client = self.client().await?;
+        let transaction = client.transaction().await?;
+        let insert = transaction.prepare_cached(include_str!("../sql/insert_suppressions.sql")).await?;
+        let added = transaction.execute(&insert, &[&tenant.as_str(), &keys, &reason.as_str(), &note]).await?;
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let recipients_suppressed = apply_suppressions(&transaction, &vec![tenant.as_str(); keys.len()], &keys).await?;
+        transaction.commit().await?;
+        Ok(SuppressionsAdded { added, recipients_suppressed })
     }
 
     pub async fn remove_suppressions(&self, tenant: &TenantId, emails: &[EmailAddress]) -> Result<u64, StoreError> {

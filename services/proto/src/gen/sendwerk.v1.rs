@@ -2953,6 +2953,10 @@ pub struct AddSuppressionsResponse {
     pub added: i64,
     #[prost(message, repeated, tag = "2")]
     pub invalid: ::prost::alloc::vec::Vec<InvalidEmail>,
+    /// Recipients of open mailings that were waiting to be sent to one of these addresses and
+    /// now end `suppressed`.
+    #[prost(int64, tag = "3")]
+    pub waiting_recipients_suppressed: i64,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RemoveSuppressionsRequest {
@@ -3039,7 +3043,9 @@ pub mod suppression_service_client {
     use tonic::codegen::*;
     use tonic::codegen::http::Uri;
     /// The addresses never to send to (per tenant): hard bounces, complaints, unsubscribes and
-    /// manual blocks. Checked when recipients are added and again when they are claimed for sending.
+    /// manual blocks. Checked when recipients are added; a suppression added later ends the
+    /// recipients of that address still waiting in the tenant's open mailings at once (`suppressed`),
+    /// and one waiting for a retry is checked again before it is sent.
     #[derive(Debug, Clone)]
     pub struct SuppressionServiceClient<T> {
         inner: tonic::client::Grpc<T>,
@@ -3275,7 +3281,9 @@ pub mod suppression_service_server {
         >;
     }
     /// The addresses never to send to (per tenant): hard bounces, complaints, unsubscribes and
-    /// manual blocks. Checked when recipients are added and again when they are claimed for sending.
+    /// manual blocks. Checked when recipients are added; a suppression added later ends the
+    /// recipients of that address still waiting in the tenant's open mailings at once (`suppressed`),
+    /// and one waiting for a retry is checked again before it is sent.
     #[derive(Debug)]
     pub struct SuppressionServiceServer<T> {
         inner: Arc<T>,
