@@ -11,15 +11,20 @@ WITH added AS (
     FROM unnest($1::text[], $2::text[]) AS a(tenant_id, email)
     JOIN suppressions s ON s.tenant_id = a.tenant_id AND s.email = lower(a.email)
 ), waiting AS (
-    SELECT r.mailing_id, r.id, a.reason
+    -- Locked in due order, the order in which a claim takes them, so that the two do not wait
+    -- on each other crosswise; a row a claim took meanwhile is skipped.
+    SELECT q.recipient_id, q.mailing_id, a.reason
     FROM added a
     JOIN mailings m ON m.tenant_id = a.tenant_id AND m.state NOT IN ('completed', 'cancelled')
     JOIN recipients r ON r.mailing_id = m.id AND lower(r.email) = a.email
+    JOIN queue q ON q.recipient_id = r.id
     WHERE r.state IN ('queued', 'deferred')
+    ORDER BY q.mailing_id, q.next_attempt_at, q.recipient_id
+    FOR UPDATE OF q
 ), dequeued AS (
     DELETE FROM queue q
     USING waiting w
-    WHERE q.recipient_id = w.id AND q.mailing_id = w.mailing_id
+    WHERE q.recipient_id = w.recipient_id
     RETURNING q.recipient_id, q.mailing_id, q.retry, w.reason
 ), updated AS (
     UPDATE recipients r
