@@ -626,7 +626,11 @@ async fn run_bounce_reports(
         .await?;
     let reports: Vec<(String, Vec<u8>)> = rows
         .iter()
-        .map(|row| (verp.return_path(sendwerk_core::RecipientId::new(row.get(0))), dsn_for(row.get::<_, &str>(1))))
+        .map(|row| {
+            let (mailing, recipient) =
+                (sendwerk_core::MailingId::new(mailing_id), sendwerk_core::RecipientId::new(row.get(0)));
+            (verp.return_path(mailing, recipient), dsn_for(row.get::<_, &str>(1)))
+        })
         .collect();
     let total = reports.len() as u64;
     let relay = sendwerk_mail::smtp::RelayConfig {

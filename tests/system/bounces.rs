@@ -482,3 +482,41 @@ async fn ingest_reads_maildirs_and_mboxes_collected_elsewhere() -> anyhow::Resul
     assert_eq!((counts.bounced, counts.sent), (3, 1));
     cluster.shutdown().await
 }
+
+/// A report to a return path of the earlier form, `b-<id>-<mac>` without the mailing (a message
+/// sent before migration 11), is still matched: its mailing is looked up by the recipient's id,
+/// among several mailings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_to_a_return_path_of_the_earlier_form_is_still_applied() -> anyhow::Result<()> {
+    let mut cluster = TestCluster::start_with(TestClusterOptions { bounces: true, ..Default::default() }).await?;
+    let draft = cluster.create_mailing(simple_content("Draft", "Hello")).await?;
+    cluster.add_recipients(draft, vec![row("someone@old.example", "", &[])], 10).await?;
+    let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
+    cluster.add_recipients(id, vec![row("gone@old.example", "", &[]), row("fine@old.example", "", &[])], 10).await?;
+    cluster.schedule_now(id).await?;
+    cluster.wait_until_finished(id, Duration::from_secs(60)).await?;
+    let gone = cluster.recipients(id).await?.into_iter().find(|r| r.email == "gone@old.example").expect("present");
+    let verp = cluster.verp.clone().expect("bounces are on");
+    let legacy = verp.return_path_of(&verp.legacy_token(sendwerk_core::RecipientId::new(gone.id)));
+    let local_part = legacy.split('@').next().unwrap_or_default();
+    assert_eq!(local_part.matches('-').count(), 2, "b-<id>-<mac>, no mailing: {legacy}");
+    let listener_port = cluster.bounce_listener.as_ref().expect("listener runs").local_addr().port();
+    // The returned headers carry no X-Sendwerk-Ref: only the return path can match.
+    let report = dsn("gone@old.example", "From: news@shop.example\r\nSubject: Hi", "5.1.1", "550 5.1.1 user unknown");
+    assert!(matches!(send_report(listener_port, &legacy, &report).await, sendwerk_core::DeliveryOutcome::Delivered(_)));
+    let api = cluster.api.clone();
+    eventually(Duration::from_secs(10), "the report to be applied", move || {
+        let mut api = api.clone();
+        async move {
+            let mailing = api.mailings.get_mailing(v1::MailingRef { mailing_id: id }).await?.into_inner();
+            Ok((mailing.counts.unwrap_or_default().bounced == 1).then_some(()))
+        }
+    })
+    .await?;
+    let rows = cluster.recipients(id).await?;
+    let bounced = rows.iter().find(|r| r.email == "gone@old.example").expect("present");
+    assert_eq!((bounced.state, bounced.reason.as_str()), (v1::RecipientState::Bounced as i32, "userunknown"));
+    let waiting = cluster.mailing(draft).await?.counts.unwrap_or_default();
+    assert_eq!(waiting.queued, 1, "the other mailing is untouched");
+    cluster.shutdown().await
+}

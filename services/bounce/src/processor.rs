@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use sendwerk_core::{RecipientId, Verp};
+use sendwerk_core::{Verp, VerpRef};
 use sendwerk_dsn::{Action, Limits, Report, ReportKind};
 use sendwerk_store::{
     BounceApplication, IncomingReport, RecordedReport, ReportSource, ReportStatus, SoftBouncePolicy, Store, StoreError,
@@ -85,7 +85,7 @@ impl BounceProcessor {
 
     /// The recipient a report is about: the VERP address it was sent to, else a signed
     /// `X-Sendwerk-Ref` or VERP address found inside it.
-    fn match_recipient(&self, envelope_to: Option<&str>, report: &Report) -> Option<RecipientId> {
+    fn match_recipient(&self, envelope_to: Option<&str>, report: &Report) -> Option<VerpRef> {
         envelope_to
             .and_then(|address| self.verp.verify_address(address))
             .or_else(|| report.original.sendwerk_ref.as_deref().and_then(|token| self.verp.verify_token(token)))
@@ -173,7 +173,7 @@ impl BounceProcessor {
             }
             ReportKind::DeliveryStatus | ReportKind::Feedback => {}
         }
-        let Some(recipient) = self.match_recipient(envelope_to, &report) else {
+        let Some(VerpRef { recipient, mailing }) = self.match_recipient(envelope_to, &report) else {
             return Judgement::quarantine(
                 kind,
                 "no valid VERP address or X-Sendwerk-Ref: cannot be matched to a recipient",
@@ -184,6 +184,7 @@ impl BounceProcessor {
             let record = report.records.first();
             Some(BounceApplication {
                 recipient,
+                mailing,
                 complaint: true,
                 reason: "feedback".into(),
                 status: None,
@@ -200,6 +201,7 @@ impl BounceProcessor {
             report.records.iter().find(|record| matches!(record.action, Some(Action::Failed) | None)).map(|record| {
                 BounceApplication {
                     recipient,
+                    mailing,
                     complaint: false,
                     reason: record.reason.as_str().to_owned(),
                     status: record.status.clone(),

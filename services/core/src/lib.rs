@@ -19,4 +19,4 @@ pub use ids::{MailingId, NUM_SHARDS, RecipientId, ShardId, TenantId};
 pub use outcome::{DeliveryOutcome, EnhancedStatus, SmtpReply, classify_smtp_reply, is_slow_down};
 pub use retry::{RetryPolicy, retry_hint};
 pub use state::{MailingState, RecipientState, StateParseError};
-pub use verp::{MIN_SECRET_BYTES, Verp, VerpError, constant_time_eq};
+pub use verp::{MIN_SECRET_BYTES, Verp, VerpError, VerpRef, constant_time_eq};

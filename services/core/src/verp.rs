@@ -1,15 +1,18 @@
-//! VERP return paths: every message's envelope sender names its recipient row and carries an
-//! HMAC, `b-<id>-<mac>@<bounce domain>`, so a bounce can be matched to its recipient and a
-//! forged or guessed address is refused. Keys rotate: the current key signs, previous keys still
-//! verify. The same token travels in the `X-Sendwerk-Ref` header for reports that come back
-//! without the envelope.
+//! VERP return paths: every message's envelope sender names its mailing and recipient row and
+//! carries an HMAC, `b-<mailing>-<id>-<mac>@<bounce domain>`, so a bounce can be matched to its
+//! recipient (by the recipients' key, mailing and id) and a forged or guessed address is refused.
+//! Keys rotate: the current key signs, previous keys still verify. The same token travels in the
+//! `X-Sendwerk-Ref` header for reports that come back without the envelope.
+//!
+//! Tokens of the earlier form, `<id>-<mac>` without the mailing, still verify: reports of
+//! messages sent before the change keep coming back for days.
 
 use std::fmt;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::{Domain, RecipientId};
+use crate::{Domain, MailingId, RecipientId};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -24,6 +27,14 @@ const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
 pub enum VerpError {
     #[error("the bounce secret must be at least {MIN_SECRET_BYTES} bytes")]
     SecretTooShort,
+}
+
+/// What a verified VERP token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerpRef {
+    pub recipient: RecipientId,
+    /// The recipient's mailing; `None` for a token of the earlier form, which did not carry it.
+    pub mailing: Option<MailingId>,
 }
 
 /// Signs and verifies VERP tokens for one bounce domain.
@@ -71,22 +82,33 @@ impl Verp {
         &self.domain
     }
 
-    fn mac(key: &[u8], id: i64) -> String {
+    /// The MAC of `<mailing>:<id>`, or of `<id>` alone for a token of the earlier form.
+    fn mac(key: &[u8], mailing: Option<i64>, id: i64) -> String {
         // HMAC accepts keys of any length, so this cannot fail; an empty MAC never verifies.
         let Ok(mut mac) = HmacSha256::new_from_slice(key) else { return String::new() };
         mac.update(b"sendwerk-verp:");
+        if let Some(mailing) = mailing {
+            mac.update(format!("{mailing}:").as_bytes());
+        }
         mac.update(id.to_string().as_bytes());
         base32(&mac.finalize().into_bytes()[..MAC_BYTES])
     }
 
-    /// `<id>-<mac>`, signed with the current key.
-    pub fn token(&self, recipient: RecipientId) -> String {
-        format!("{}-{}", recipient.get(), Self::mac(&self.keys[0], recipient.get()))
+    /// `<mailing>-<id>-<mac>`, signed with the current key.
+    pub fn token(&self, mailing: MailingId, recipient: RecipientId) -> String {
+        let (mailing, id) = (mailing.get(), recipient.get());
+        format!("{mailing}-{id}-{}", Self::mac(&self.keys[0], Some(mailing), id))
+    }
+
+    /// `<id>-<mac>`: the earlier form, without the mailing, signed with the current key. Only
+    /// verified now; made for tests of reports that come back for messages sent before.
+    pub fn legacy_token(&self, recipient: RecipientId) -> String {
+        format!("{}-{}", recipient.get(), Self::mac(&self.keys[0], None, recipient.get()))
     }
 
     /// The envelope sender for a recipient's message.
-    pub fn return_path(&self, recipient: RecipientId) -> String {
-        self.return_path_of(&self.token(recipient))
+    pub fn return_path(&self, mailing: MailingId, recipient: RecipientId) -> String {
+        self.return_path_of(&self.token(mailing, recipient))
     }
 
     /// The envelope sender carrying `token` (from [`Verp::token`]): for a sender that also puts
@@ -95,25 +117,35 @@ impl Verp {
         format!("{PREFIX}{token}@{}", self.domain)
     }
 
-    /// The recipient a token names, when any key's MAC matches (case does not matter: some MTAs
-    /// lowercase local parts).
-    pub fn verify_token(&self, token: &str) -> Option<RecipientId> {
-        let (id_text, mac_text) = token.trim().split_once('-')?;
-        if id_text.is_empty() || id_text.len() > 19 || !id_text.bytes().all(|b| b.is_ascii_digit()) {
+    /// The mailing and recipient a token names, when any key's MAC matches (case does not
+    /// matter: some MTAs lowercase local parts).
+    pub fn verify_token(&self, token: &str) -> Option<VerpRef> {
+        let number = |text: &str| -> Option<i64> {
+            if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            text.parse().ok()
+        };
+        let mut parts = token.trim().split('-');
+        let (first, second, third) = (parts.next()?, parts.next()?, parts.next());
+        if parts.next().is_some() {
             return None;
         }
-        let id: i64 = id_text.parse().ok()?;
+        let (mailing, id, mac_text) = match third {
+            Some(mac_text) => (Some(number(first)?), number(second)?, mac_text),
+            None => (None, number(first)?, second),
+        };
         let given = mac_text.to_ascii_lowercase();
         let matches = self.keys.iter().any(|key| {
-            let expected = Self::mac(key, id);
+            let expected = Self::mac(key, mailing, id);
             !expected.is_empty() && constant_time_eq(expected.as_bytes(), given.as_bytes())
         });
-        matches.then(|| RecipientId::new(id))
+        matches.then(|| VerpRef { recipient: RecipientId::new(id), mailing: mailing.map(MailingId::new) })
     }
 
-    /// The recipient a VERP address (`b-<id>-<mac>@<our bounce domain>`) names, if it is valid
-    /// and signed by one of our keys.
-    pub fn verify_address(&self, address: &str) -> Option<RecipientId> {
+    /// What a VERP address (`b-<mailing>-<id>-<mac>@<our bounce domain>`, or the earlier
+    /// `b-<id>-<mac>@…`) names, if it is valid and signed by one of our keys.
+    pub fn verify_address(&self, address: &str) -> Option<VerpRef> {
         let address = address.trim().trim_start_matches('<').trim_end_matches('>');
         let (local, domain) = address.rsplit_once('@')?;
         if !domain.eq_ignore_ascii_case(self.domain.as_str()) {
@@ -138,29 +170,56 @@ mod tests {
         Verp::new(Domain::parse("bounces.example.com").expect("domain"), secret, previous).expect("valid")
     }
 
+    fn named(mailing: i64, id: i64) -> Option<VerpRef> {
+        Some(VerpRef { recipient: RecipientId::new(id), mailing: Some(MailingId::new(mailing)) })
+    }
+
     #[test]
-    fn a_return_path_verifies_to_its_recipient() {
+    fn a_return_path_verifies_to_its_mailing_and_recipient() {
         let verp = verp(b"0123456789abcdef-current", &[]);
-        let address = verp.return_path(RecipientId::new(4711));
-        assert!(address.starts_with("b-4711-") && address.ends_with("@bounces.example.com"), "{address}");
-        assert_eq!(verp.verify_address(&address), Some(RecipientId::new(4711)));
-        assert_eq!(verp.verify_address(&address.to_uppercase()), Some(RecipientId::new(4711)), "case-insensitive");
-        assert_eq!(verp.verify_address(&format!("<{address}>")), Some(RecipientId::new(4711)));
+        let address = verp.return_path(MailingId::new(12), RecipientId::new(4711));
+        assert!(address.starts_with("b-12-4711-") && address.ends_with("@bounces.example.com"), "{address}");
+        assert!(address.split('@').next().is_some_and(|local| local.len() <= 64), "a valid local part");
+        assert_eq!(verp.verify_address(&address), named(12, 4711));
+        assert_eq!(verp.verify_address(&address.to_uppercase()), named(12, 4711), "case-insensitive");
+        assert_eq!(verp.verify_address(&format!("<{address}>")), named(12, 4711));
+        let token = verp.token(MailingId::new(12), RecipientId::new(4711));
+        assert_eq!(verp.verify_token(&token), named(12, 4711));
+    }
+
+    #[test]
+    fn a_token_of_the_earlier_form_names_the_recipient_alone() {
+        let verp = verp(b"0123456789abcdef-current", &[]);
+        let token = verp.legacy_token(RecipientId::new(4711));
+        assert!(token.starts_with("4711-"), "{token}");
+        let expected = Some(VerpRef { recipient: RecipientId::new(4711), mailing: None });
+        assert_eq!(verp.verify_token(&token), expected);
+        assert_eq!(verp.verify_address(&verp.return_path_of(&token)), expected);
+        // Its MAC does not verify the recipient under any mailing, nor the reverse.
+        let (_, mac) = token.split_once('-').expect("two parts");
+        assert_eq!(verp.verify_token(&format!("12-4711-{mac}")), None);
+        let current = verp.token(MailingId::new(12), RecipientId::new(4711));
+        assert_eq!(verp.verify_token(&current.replacen("12-", "", 1)), None);
     }
 
     #[test]
     fn forged_tampered_and_foreign_addresses_are_refused() {
         let verp = verp(b"0123456789abcdef-current", &[]);
-        let address = verp.return_path(RecipientId::new(4711));
+        let address = verp.return_path(MailingId::new(12), RecipientId::new(4711));
         let tampered = address.replacen("4711", "4712", 1);
         assert_eq!(verp.verify_address(&tampered), None, "another id with the same mac");
+        let other_mailing = address.replacen("b-12-", "b-13-", 1);
+        assert_eq!(verp.verify_address(&other_mailing), None, "another mailing with the same mac");
         let other_domain = address.replace("bounces.example.com", "evil.example");
         assert_eq!(verp.verify_address(&other_domain), None);
         for forged in [
             "b-4711-aaaaaaaaaaaaaaaa@bounces.example.com",
+            "b-12-4711-aaaaaaaaaaaaaaaa@bounces.example.com",
+            "b-1-2-3-aaaaaaaaaaaaaaaa@bounces.example.com",
             "postmaster@bounces.example.com",
             "b-@bounces.example.com",
             "b-x-y@bounces.example.com",
+            "b--4711-aaaaaaaaaaaaaaaa@bounces.example.com",
             "",
         ] {
             assert_eq!(verp.verify_address(forged), None, "{forged}");
@@ -174,10 +233,10 @@ mod tests {
     #[test]
     fn a_previous_key_still_verifies_after_rotation() {
         let old = verp(b"old-secret-0123456789", &[]);
-        let address = old.return_path(RecipientId::new(42));
+        let address = old.return_path(MailingId::new(3), RecipientId::new(42));
         let rotated = verp(b"new-secret-0123456789", &[b"old-secret-0123456789"]);
-        assert_eq!(rotated.verify_address(&address), Some(RecipientId::new(42)));
-        assert_ne!(rotated.return_path(RecipientId::new(42)), address, "the new key signs");
+        assert_eq!(rotated.verify_address(&address), named(3, 42));
+        assert_ne!(rotated.return_path(MailingId::new(3), RecipientId::new(42)), address, "the new key signs");
     }
 
     #[test]

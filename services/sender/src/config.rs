@@ -47,7 +47,7 @@ pub struct SenderConfig {
     pub settings_refresh: Duration,
     /// This sender's name in the `workers` table.
     pub hostname: String,
-    /// VERP return paths (`b-<id>-<mac>@<bounce domain>`) and signed `X-Sendwerk-Ref` headers,
+    /// VERP return paths (`b-<mailing>-<id>-<mac>@<bounce domain>`) and signed `X-Sendwerk-Ref` headers,
     /// so that bounces can be matched to recipients; `None` sends with the mailing's from address
     /// as the return path.
     pub verp: Option<sendwerk_core::Verp>,

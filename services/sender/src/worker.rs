@@ -126,7 +126,7 @@ impl ConnectionWorker {
         }
         let (return_path, reference) = match &self.config.verp {
             Some(verp) => {
-                let token = verp.token(recipient.id);
+                let token = verp.token(recipient.mailing_id, recipient.id);
                 (verp.return_path_of(&token), token)
             }
             None => (mailing.return_path.clone(), format!("{}.{}", mailing.id, recipient.id.get())),

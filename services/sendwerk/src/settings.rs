@@ -46,7 +46,7 @@ pub struct Settings {
 #[derive(Clone, Deserialize)]
 #[serde(default)]
 pub struct BounceSettings {
-    /// The domain of VERP return paths (`b-<id>-<mac>@<domain>`), whose MX must point at
+    /// The domain of VERP return paths (`b-<mailing>-<id>-<mac>@<domain>`), whose MX must point at
     /// `sendwerk bounce`; unset sends with the mailing's from address as return path.
     pub domain: Option<String>,
     /// HMAC key for VERP addresses (at least 16 bytes). Never logged.

@@ -3,14 +3,23 @@
 -- complained. Rows already in the target state are left alone: duplicate reports are no-ops.
 WITH report AS (
     SELECT *
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bool[])
-         AS b(id, state, reason, status, code, diagnostic, suppress)
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bool[],
+                $8::bigint[])
+         AS b(id, state, reason, status, code, diagnostic, suppress, mailing_id)
 ), reported AS (
-    -- A report names the recipient by id alone; its key is (mailing_id, id). The mailing comes
-    -- from the recipient's delivery events: every recipient that was sent has one.
-    SELECT DISTINCT e.mailing_id, b.id
+    -- A report names its recipient by the recipients' key, mailing and id, as its VERP token
+    -- carries them. A token of the earlier form names the id alone (messages sent before
+    -- migration 11): its mailing is found by looking the id up in each mailing's key, for such
+    -- reports only.
+    SELECT DISTINCT coalesce(b.mailing_id, e.mailing_id) AS mailing_id, b.id
     FROM report b
-    CROSS JOIN LATERAL (SELECT ev.mailing_id FROM delivery_events ev WHERE ev.recipient_id = b.id LIMIT 1) AS e
+    LEFT JOIN LATERAL (
+        SELECT r.mailing_id
+        FROM mailings m
+        JOIN recipients r ON r.mailing_id = m.id AND r.id = b.id
+        WHERE b.mailing_id IS NULL
+        LIMIT 1
+    ) AS e ON true
 ), locked AS (
     -- Locked first, so that the state read here is the one the update replaces (two reports
     -- for one recipient may be applied at once); the counters move from it.

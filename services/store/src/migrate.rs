@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (8, "recipients_keyed_by_mailing", include_str!("../migrations/0008_recipients_keyed_by_mailing.sql")),
     (9, "claim_batches", include_str!("../migrations/0009_claim_batches.sql")),
     (10, "suppressions_applied_when_added", include_str!("../migrations/0010_suppressions_applied_when_added.sql")),
+    (11, "events_without_recipient_index", include_str!("../migrations/0011_events_without_recipient_index.sql")),
 ];
 
 /// An arbitrary, fixed key for `pg_advisory_lock`: "sendwerk" in ASCII.

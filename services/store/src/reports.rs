@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sendwerk_core::RecipientId;
+use sendwerk_core::{MailingId, RecipientId};
 use sha2::{Digest, Sha256};
 use tracing::instrument;
 
@@ -64,6 +64,9 @@ impl ReportStatus {
 #[derive(Debug, Clone)]
 pub struct BounceApplication {
     pub recipient: RecipientId,
+    /// The recipient's mailing, as the VERP token names it; `None` for a token of the earlier
+    /// form, whose mailing is then looked up.
+    pub mailing: Option<MailingId>,
     /// `true`: complaint (feedback loop); `false`: non-delivery report.
     pub complaint: bool,
     /// The reason from the bounce taxonomy, e.g. `userunknown`, `mailboxfull`, `feedback`.
@@ -253,6 +256,7 @@ async fn apply_bounces(
 ) -> Result<HashSet<i64>, StoreError> {
     let applications = || wave.iter().map(|(_, application)| *application);
     let ids: Vec<i64> = applications().map(|a| a.recipient.get()).collect();
+    let mailing_ids: Vec<Option<i64>> = applications().map(|a| a.mailing.map(MailingId::get)).collect();
     let states: Vec<&str> = applications().map(|a| if a.complaint { "complained" } else { "bounced" }).collect();
     let reasons: Vec<&str> = applications().map(|a| a.reason.as_str()).collect();
     let statuses: Vec<Option<&str>> = applications().map(|a| a.status.as_deref()).collect();
@@ -261,8 +265,9 @@ async fn apply_bounces(
         applications().map(|a| a.diagnostic.as_deref().map(postgres_text)).collect();
     let suppress: Vec<bool> = applications().map(|a| a.complaint || a.hard).collect();
     let apply = transaction.prepare_cached(include_str!("../sql/apply_bounces.sql")).await?;
-    let changed =
-        transaction.query(&apply, &[&ids, &states, &reasons, &statuses, &codes, &diagnostics, &suppress]).await?;
+    let changed = transaction
+        .query(&apply, &[&ids, &states, &reasons, &statuses, &codes, &diagnostics, &suppress, &mailing_ids])
+        .await?;
     let soft: HashSet<i64> = applications().filter(|a| !a.complaint && !a.hard).map(|a| a.recipient.get()).collect();
     let record_soft = transaction.prepare_cached(include_str!("../sql/record_soft_bounce.sql")).await?;
     let mut changed_ids = HashSet::with_capacity(changed.len());
