@@ -63,21 +63,14 @@ pub struct SuppressionsAdded {
     pub recipients_suppressed: u64,
 }
 
-/// Takes the exclusive suppression lock of `tenants` for the rest of `transaction`, which then
-/// may apply their suppressions to waiting recipients: it waits for the ingest chunks of these
-/// tenants in progress, and keeps new ones waiting until the commit (migration 10).
-async fn lock_tenant_suppressions(
-    transaction: &deadpool_postgres::Transaction<'_>,
-    tenants: &[&str],
-) -> Result<(), StoreError> {
-    let lock = transaction.prepare_cached(include_str!("../sql/lock_tenant_suppressions.sql")).await?;
-    transaction.execute(&lock, &[&tenants]).await?;
-    Ok(())
-}
-
 /// Ends the recipients of the tenants' open mailings that wait in the queue for an address
 /// just suppressed in `transaction` (`tenants[i]`, `emails[i]`), under the tenants' exclusive
-/// suppression lock, taken here. Returns how many ended `suppressed`.
+/// suppression locks, which it takes and `transaction` holds to its commit (migration 10).
+/// Returns how many ended `suppressed`.
+///
+/// Call it after the suppressions are inserted, never before an insert in the same
+/// transaction: holding the lock while waiting on a concurrent insert of the same address
+/// (which takes the lock after its own insert) would deadlock.
 pub(crate) async fn apply_suppressions(
     transaction: &deadpool_postgres::Transaction<'_>,
     tenants: &[&str],
@@ -86,7 +79,6 @@ pub(crate) async fn apply_suppressions(
     if tenants.is_empty() {
         return Ok(0);
     }
-    lock_tenant_suppressions(transaction, tenants).await?;
     let apply = transaction.prepare_cached(include_str!("../sql/apply_suppressions.sql")).await?;
     let ended: i64 = transaction.query_one(&apply, &[&tenants, &emails]).await?.get(0);
     Ok(u64::try_from(ended).unwrap_or_default())
