@@ -384,12 +384,11 @@ impl Store {
                 write_outcomes(&transaction, owner, batch, *finals, &mut result).await?;
             }
         }
-        let suppressed: Vec<(i64, i64)> = outcomes
+        let (mailing_ids, ids): (Vec<i64>, Vec<i64>) = outcomes
             .iter()
             .filter(|outcome| outcome.suppress)
             .map(|outcome| (outcome.mailing_id.get(), outcome.id.get()))
-            .collect();
-        let (mailing_ids, ids): (Vec<i64>, Vec<i64>) = suppressed.into_iter().unzip();
+            .unzip();
         let select = transaction.prepare_cached(include_str!("../sql/select_recipient_addresses.sql")).await?;
         let rows = transaction.query(&select, &[&mailing_ids, &ids]).await?;
         let tenants: Vec<&str> = rows.iter().map(|row| row.get(0)).collect();
