@@ -11,16 +11,17 @@ use sendwerk_tests::cluster::{row, simple_content};
 use sendwerk_tests::{TestCluster, TestClusterOptions};
 
 /// A suppression ends the recipients of the address waiting in every open mailing of the tenant
-/// (whatever the case of the address), with the suppression's reason, an event and the counters
-/// moved; it leaves other tenants, other addresses and a recipient in flight alone. The one in
-/// flight, put back into the queue by a retry, is found suppressed when claimed again.
+/// (whatever the case of the address; one waiting for a retry too), with the suppression's
+/// reason, an event and the counters moved; it leaves other tenants, other addresses and a
+/// recipient in flight alone. The one in flight, put back into the queue by a retry, is found
+/// suppressed when claimed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suppression_ends_the_recipients_of_the_address_waiting_in_the_tenants_open_mailings() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start_with(TestClusterOptions { start_sender: false, ..Default::default() }).await?;
     let (client, connection) = tokio_postgres::connect(&cluster.database_url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
 
-    // Mailing A sends; `x` is claimed first (lowest id, same due time) and is in flight.
+    // Mailing A sends: of its three recipients, one is in flight and one waits for a retry.
     let sending = cluster.create_mailing(simple_content("A", "Hello")).await?;
     let rows = vec![row("x@sup.example", "1", &[]), row("y@sup.example", "2", &[]), row("w@sup.example", "3", &[])];
     cluster.add_recipients(sending, rows, 10).await?;
@@ -44,14 +45,21 @@ async fn a_suppression_ends_the_recipients_of_the_address_waiting_in_the_tenants
         paced: false,
         after: None,
     };
-    let in_flight = cluster.store.claim_due_recipients(&claim(1)).await?;
-    assert_eq!(in_flight.len(), 1);
-    assert_eq!(in_flight[0].email, "x@sup.example");
-    assert!(!in_flight[0].suppressed);
+    let claimed = cluster.store.claim_due_recipients(&claim(2)).await?;
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|recipient| !recipient.suppressed), "queued by the ingest: not checked again");
+    let (in_flight, retrying) = (&claimed[0], &claimed[1]);
+    let later = RecipientOutcome {
+        code: Some(451),
+        next_attempt_at: Some(chrono::Utc::now() + chrono::Duration::hours(1)),
+        ..RecipientOutcome::new(retrying, OutcomeKind::Deferred)
+    };
+    assert_eq!(cluster.store.record_outcomes(owner, &[later]).await?.written.len(), 1);
 
-    // Mailing B waits as a draft, with the address in another case.
+    // Mailing B waits as a draft, with the address in flight in another case.
     let draft = cluster.create_mailing(simple_content("B", "Hello")).await?;
-    cluster.add_recipients(draft, vec![row("X@Sup.example", "1", &[]), row("v@sup.example", "2", &[])], 10).await?;
+    let shouted = in_flight.email.to_uppercase();
+    cluster.add_recipients(draft, vec![row(&shouted, "1", &[]), row("v@sup.example", "2", &[])], 10).await?;
     // Mailing C of another tenant has the address too.
     let other = TenantId::new("other");
     let other_mailing: i64 = client
@@ -62,16 +70,17 @@ async fn a_suppression_ends_the_recipients_of_the_address_waiting_in_the_tenants
         )
         .await?
         .get(0);
-    let address = EmailAddress::parse("x@sup.example")?;
+    let address = EmailAddress::parse(&in_flight.email)?;
     let recipient = NewRecipient::new(0, address, String::new(), &RecipientVariables::default());
     let added = cluster.store.add_recipients(&other, MailingId::new(other_mailing), &[recipient]).await?;
     assert_eq!(added.accepted, 1);
 
-    let response = suppress(&cluster, vec!["x@SUP.example".into()], v1::SuppressionReason::Unsubscribe).await?;
-    assert_eq!((response.added, response.waiting_recipients_suppressed), (1, 1), "B's recipient ended");
+    let emails = vec![shouted.clone(), retrying.email.clone()];
+    let response = suppress(&cluster, emails, v1::SuppressionReason::Unsubscribe).await?;
+    assert_eq!((response.added, response.waiting_recipients_suppressed), (2, 2), "B's, and A's retry");
 
     let draft_rows = cluster.recipients(draft).await?;
-    let ended = draft_rows.iter().find(|r| r.email.eq_ignore_ascii_case("x@sup.example")).expect("present");
+    let ended = draft_rows.iter().find(|r| r.email.eq_ignore_ascii_case(&in_flight.email)).expect("present");
     assert_eq!(
         (ended.state, ended.reason.as_str()),
         (v1::RecipientState::Suppressed as i32, "suppressed: unsubscribe")
@@ -80,14 +89,20 @@ async fn a_suppression_ends_the_recipients_of_the_address_waiting_in_the_tenants
     assert_eq!(untouched.state, v1::RecipientState::Queued as i32);
     let counts = cluster.mailing(draft).await?.counts.unwrap_or_default();
     assert_eq!((counts.total, counts.queued, counts.suppressed), (2, 1, 1));
-    let state_of = |mailing: i64, email: &'static str| {
+    let counts = cluster.mailing(sending).await?.counts.unwrap_or_default();
+    assert_eq!(
+        (counts.queued, counts.sending, counts.deferred, counts.suppressed),
+        (1, 1, 0, 1),
+        "the retry ended suppressed; the row in flight is its sender's"
+    );
+    let state_of = |mailing: i64, email: String| {
         let client = &client;
         async move {
             let row = client
                 .query_one(
                     "SELECT r.state, EXISTS (SELECT 1 FROM queue q WHERE q.recipient_id = r.id), \
                             (SELECT string_agg(e.kind, ',' ORDER BY e.id) FROM delivery_events e \
-                             WHERE e.recipient_id = r.id) \
+                             WHERE e.mailing_id = r.mailing_id AND e.recipient_id = r.id) \
                      FROM recipients r WHERE r.mailing_id = $1 AND lower(r.email) = $2",
                     &[&mailing, &email],
                 )
@@ -95,30 +110,35 @@ async fn a_suppression_ends_the_recipients_of_the_address_waiting_in_the_tenants
             anyhow::Ok((row.get::<_, String>(0), row.get::<_, bool>(1), row.get::<_, Option<String>>(2)))
         }
     };
-    assert_eq!(state_of(draft, "x@sup.example").await?, ("suppressed".into(), false, Some("suppressed".into())));
-    assert_eq!(state_of(other_mailing, "x@sup.example").await?, ("queued".into(), true, None), "another tenant");
-    assert_eq!(state_of(sending, "x@sup.example").await?, ("queued".into(), false, None), "in flight: no queue row");
-    assert_eq!(state_of(sending, "y@sup.example").await?, ("queued".into(), true, None));
+    let (flying, retried) = (in_flight.email.clone(), retrying.email.clone());
+    assert_eq!(state_of(draft, flying.clone()).await?, ("suppressed".into(), false, Some("suppressed".into())));
+    assert_eq!(state_of(other_mailing, flying.clone()).await?, ("queued".into(), true, None), "another tenant");
+    assert_eq!(state_of(sending, flying.clone()).await?, ("queued".into(), false, None), "in flight: no queue row");
+    let expected = ("suppressed".into(), false, Some("deferred,suppressed".into()));
+    assert_eq!(state_of(sending, retried).await?, expected);
 
     // Adding it again finds nothing left to end.
-    let again = suppress(&cluster, vec!["x@sup.example".into()], v1::SuppressionReason::Manual).await?;
+    let again = suppress(&cluster, vec![flying.clone()], v1::SuppressionReason::Manual).await?;
     assert_eq!((again.added, again.waiting_recipients_suppressed), (0, 0));
 
     // The recipient in flight is deferred and comes back into the queue: the next claim finds
-    // it suppressed, and the rows queued by the ingest as they were.
+    // it suppressed, and the row queued by the ingest as it was.
     let deferred = RecipientOutcome {
         code: Some(451),
-        next_attempt_at: Some(chrono::Utc::now()),
-        ..RecipientOutcome::new(&in_flight[0], OutcomeKind::Deferred)
+        next_attempt_at: Some(chrono::Utc::now() - chrono::Duration::seconds(5)),
+        ..RecipientOutcome::new(in_flight, OutcomeKind::Deferred)
     };
     assert_eq!(cluster.store.record_outcomes(owner, &[deferred]).await?.written.len(), 1);
     let claimed = cluster.store.claim_due_recipients(&claim(10)).await?;
     let mut flags: Vec<(String, bool)> = claimed.iter().map(|r| (r.email.clone(), r.suppressed)).collect();
     flags.sort();
-    assert_eq!(
-        flags,
-        vec![("w@sup.example".into(), false), ("x@sup.example".into(), true), ("y@sup.example".into(), false)]
-    );
+    let last = ["x@sup.example", "y@sup.example", "w@sup.example"]
+        .into_iter()
+        .find(|email| *email != flying && *email != retrying.email)
+        .expect("a third address");
+    let mut expected = vec![(flying, true), (last.to_owned(), false)];
+    expected.sort();
+    assert_eq!(flags, expected);
     cluster.shutdown().await
 }
 

@@ -287,6 +287,42 @@ impl OutcomeKind {
     }
 }
 
+/// Writes final outcomes of which some suppress their address (a permanent rejection of the
+/// address itself, suppressed in the statement), and ends the recipients of those addresses
+/// waiting in other mailings, in one transaction.
+///
+/// The tenants' suppression locks come first, so that no counter or recipient row is held while
+/// they wait for an ingest chunk, and the statement that holds counter rows is the
+/// transaction's only one, so that two writers never hold them crosswise. (Should another
+/// transaction insert the same suppression at that moment, one of the two is aborted as a
+/// deadlock and its write retried.)
+async fn write_suppressing_finals(
+    client: &mut deadpool_postgres::Client,
+    owner: Uuid,
+    finals: &[&RecipientOutcome],
+    result: &mut WriteBack,
+) -> Result<(), StoreError> {
+    let (mailing_ids, ids): (Vec<i64>, Vec<i64>) = finals
+        .iter()
+        .filter(|outcome| outcome.suppress)
+        .map(|outcome| (outcome.mailing_id.get(), outcome.id.get()))
+        .unzip();
+    let transaction = client.transaction().await?;
+    let lock = transaction.prepare_cached(include_str!("../sql/lock_mailing_tenants_suppressions.sql")).await?;
+    transaction.execute(&lock, &[&mailing_ids]).await?;
+    let mut written = WriteBack::default();
+    write_outcomes(&transaction, owner, finals, true, &mut written).await?;
+    let select = transaction.prepare_cached(include_str!("../sql/select_recipient_addresses.sql")).await?;
+    let rows = transaction.query(&select, &[&mailing_ids, &ids]).await?;
+    let tenants: Vec<&str> = rows.iter().map(|row| row.get(0)).collect();
+    let emails: Vec<&str> = rows.iter().map(|row| row.get(1)).collect();
+    apply_suppressions(&transaction, &tenants, &emails).await?;
+    transaction.commit().await?;
+    result.written.extend(written.written);
+    result.fenced.extend(written.fenced);
+    Ok(())
+}
+
 impl Store {
     /// Moves scheduled mailings whose time has come to `sending`.
     pub async fn activate_due_mailings(&self) -> Result<Vec<MailingId>, StoreError> {
@@ -365,36 +401,16 @@ impl Store {
     pub async fn record_outcomes(&self, owner: Uuid, outcomes: &[RecipientOutcome]) -> Result<WriteBack, StoreError> {
         let (finals, handed_back): (Vec<&RecipientOutcome>, Vec<&RecipientOutcome>) =
             outcomes.iter().partition(|outcome| outcome.kind.is_final());
-        let batches = [(finals, true), (handed_back, false)];
         let mut client = self.client().await?;
         let mut result = WriteBack::default();
-        if !outcomes.iter().any(|outcome| outcome.suppress) {
-            for (batch, finals) in &batches {
-                if !batch.is_empty() {
-                    write_outcomes(&client, owner, batch, *finals, &mut result).await?;
-                }
-            }
-            return Ok(result);
+        if finals.iter().any(|outcome| outcome.suppress) {
+            write_suppressing_finals(&mut client, owner, &finals, &mut result).await?;
+        } else if !finals.is_empty() {
+            write_outcomes(&client, owner, &finals, true, &mut result).await?;
         }
-        // A permanent rejection of an address suppresses it (in the statement): its recipients
-        // waiting in other mailings end `suppressed` in the same transaction.
-        let transaction = client.transaction().await?;
-        for (batch, finals) in &batches {
-            if !batch.is_empty() {
-                write_outcomes(&transaction, owner, batch, *finals, &mut result).await?;
-            }
+        if !handed_back.is_empty() {
+            write_outcomes(&client, owner, &handed_back, false, &mut result).await?;
         }
-        let (mailing_ids, ids): (Vec<i64>, Vec<i64>) = outcomes
-            .iter()
-            .filter(|outcome| outcome.suppress)
-            .map(|outcome| (outcome.mailing_id.get(), outcome.id.get()))
-            .unzip();
-        let select = transaction.prepare_cached(include_str!("../sql/select_recipient_addresses.sql")).await?;
-        let rows = transaction.query(&select, &[&mailing_ids, &ids]).await?;
-        let tenants: Vec<&str> = rows.iter().map(|row| row.get(0)).collect();
-        let emails: Vec<&str> = rows.iter().map(|row| row.get(1)).collect();
-        apply_suppressions(&transaction, &tenants, &emails).await?;
-        transaction.commit().await?;
         Ok(result)
     }
 

@@ -68,9 +68,9 @@ pub struct SuppressionsAdded {
 /// suppression locks, which it takes and `transaction` holds to its commit (migration 10).
 /// Returns how many ended `suppressed`.
 ///
-/// Call it after the suppressions are inserted, never before an insert in the same
-/// transaction: holding the lock while waiting on a concurrent insert of the same address
-/// (which takes the lock after its own insert) would deadlock.
+/// The API and the bounce processor call it after inserting their suppressions, so that they
+/// never hold the lock while an insert of theirs waits on another transaction's insert of the
+/// same address. (A write-back takes the lock before its statement: see `record_outcomes`.)
 pub(crate) async fn apply_suppressions(
     transaction: &deadpool_postgres::Transaction<'_>,
     tenants: &[&str],
