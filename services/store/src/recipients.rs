@@ -219,10 +219,6 @@ impl Store {
         if state.is_final() {
             return Err(StoreError::WrongMailingState { id: mailing_id, state, action: "adding recipients" });
         }
-        // Before the insert's snapshot is taken, so that it sees every suppression committed
-        // before a concurrent addition could miss this chunk.
-        let share = transaction.prepare_cached(include_str!("../sql/share_tenant_suppressions.sql")).await?;
-        transaction.execute(&share, &[&tenant.as_str()]).await?;
         transaction.batch_execute(include_str!("../sql/create_recipient_stage.sql")).await?;
         let copy = transaction.prepare_cached(include_str!("../sql/copy_recipient_stage.sql")).await?;
         let sink = transaction.copy_in(&copy).await?;
