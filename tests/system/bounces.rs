@@ -87,6 +87,25 @@ fn arf(recipient: &str, original: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The mailing's counts, once they satisfy `done` (reports are applied in the background).
+async fn counts_when(
+    cluster: &TestCluster,
+    mailing_id: i64,
+    what: &str,
+    done: fn(&v1::RecipientCounts) -> bool,
+) -> anyhow::Result<v1::RecipientCounts> {
+    let api = cluster.api.clone();
+    eventually(Duration::from_secs(10), what, move || {
+        let mut api = api.clone();
+        async move {
+            let mailing = api.mailings.get_mailing(v1::MailingRef { mailing_id }).await?.into_inner();
+            let counts = mailing.counts.unwrap_or_default();
+            Ok(done(&counts).then_some(counts))
+        }
+    })
+    .await
+}
+
 async fn send_report(port: u16, to: &str, report: &[u8]) -> sendwerk_core::DeliveryOutcome {
     let config =
         RelayConfig { host: "127.0.0.1".into(), port, hello_name: "mx.b.example".into(), ..RelayConfig::default() };
@@ -164,16 +183,9 @@ async fn bounces_and_complaints_come_back_into_recipient_status_and_suppressions
         sendwerk_core::DeliveryOutcome::Delivered(_)
     ));
 
-    let api = cluster.api.clone();
-    let done = eventually(Duration::from_secs(10), "the reports to be applied", move || {
-        let mut api = api.clone();
-        async move {
-            let mailing = api.mailings.get_mailing(v1::MailingRef { mailing_id: id }).await?.into_inner();
-            let counts = mailing.counts.unwrap_or_default();
-            Ok((counts.bounced == 2 && counts.complained == 1).then_some(counts))
-        }
-    })
-    .await?;
+    let done =
+        counts_when(&cluster, id, "the reports to be applied", |counts| counts.bounced == 2 && counts.complained == 1)
+            .await?;
     assert_eq!(done.sent, 1);
     let recipients = cluster.recipients(id).await?;
     let find = |email: &str| recipients.iter().find(|r| r.email == email).expect("present").clone();
@@ -297,15 +309,7 @@ async fn soft_bounces_suppress_an_address_once_the_limit_is_reached_within_the_w
             send_report(listener_port, &message.reverse_path, &report).await,
             sendwerk_core::DeliveryOutcome::Delivered(_)
         ));
-        let api = cluster.api.clone();
-        eventually(Duration::from_secs(10), "the soft bounce to be applied", move || {
-            let mut api = api.clone();
-            async move {
-                let mailing = api.mailings.get_mailing(v1::MailingRef { mailing_id: id }).await?.into_inner();
-                Ok((mailing.counts.unwrap_or_default().bounced == 1).then_some(()))
-            }
-        })
-        .await?;
+        counts_when(&cluster, id, "the soft bounce to be applied", |counts| counts.bounced == 1).await?;
         let reasons = suppression_of(&cluster).await?;
         if round < 3 {
             assert!(reasons.is_empty(), "after {round} soft bounces the address is not suppressed yet: {reasons:?}");
@@ -326,7 +330,7 @@ async fn soft_bounces_suppress_an_address_once_the_limit_is_reached_within_the_w
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reports_arriving_together_share_transactions_and_each_counts_once() -> anyhow::Result<()> {
+async fn reports_arriving_together_share_transactions_and_each_counts_when() -> anyhow::Result<()> {
     let mut cluster = TestCluster::start_with(TestClusterOptions { bounces: true, ..Default::default() }).await?;
     let id = cluster.create_mailing(simple_content("Hi", "Hello")).await?;
     let emails: Vec<String> = (0..40).map(|i| format!("r{i}@b.example")).collect();
@@ -504,15 +508,7 @@ async fn a_report_to_a_return_path_of_the_earlier_form_is_still_applied() -> any
     // The returned headers carry no X-Sendwerk-Ref: only the return path can match.
     let report = dsn("gone@old.example", "From: news@shop.example\r\nSubject: Hi", "5.1.1", "550 5.1.1 user unknown");
     assert!(matches!(send_report(listener_port, &legacy, &report).await, sendwerk_core::DeliveryOutcome::Delivered(_)));
-    let api = cluster.api.clone();
-    eventually(Duration::from_secs(10), "the report to be applied", move || {
-        let mut api = api.clone();
-        async move {
-            let mailing = api.mailings.get_mailing(v1::MailingRef { mailing_id: id }).await?.into_inner();
-            Ok((mailing.counts.unwrap_or_default().bounced == 1).then_some(()))
-        }
-    })
-    .await?;
+    counts_when(&cluster, id, "the report to be applied", |counts| counts.bounced == 1).await?;
     let rows = cluster.recipients(id).await?;
     let bounced = rows.iter().find(|r| r.email == "gone@old.example").expect("present");
     assert_eq!((bounced.state, bounced.reason.as_str()), (v1::RecipientState::Bounced as i32, "userunknown"));
